@@ -1,0 +1,59 @@
+/* Shared helpers for the kernels: vector width, OpenMP shims, aligned allocation. */
+#ifndef TINYLM_COMMON_H
+#define TINYLM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define TL_NTHREADS(n) ((n) > 0 ? (n) : omp_get_max_threads())
+#else
+#define TL_NTHREADS(n) 1
+#endif
+
+/* Vector width in bytes for the GCC/Clang vector extensions, chosen from what
+ * the compiler was told the target supports.  A 64-byte vector type compiled
+ * without AVX-512 would silently become scalar code, so never hard-code it. */
+#if defined(__AVX512F__)
+#define TL_VBYTES 64
+#define TL_SIMD_NAME "avx512f"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define TL_VBYTES 32
+#define TL_SIMD_NAME "avx2+fma"
+#elif defined(__AVX__)
+#define TL_VBYTES 32
+#define TL_SIMD_NAME "avx"
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+#define TL_VBYTES 16
+#define TL_SIMD_NAME "neon"
+#elif defined(__SSE2__)
+#define TL_VBYTES 16
+#define TL_SIMD_NAME "sse2"
+#else
+#define TL_VBYTES 16
+#define TL_SIMD_NAME "generic"
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TL_RESTRICT __restrict__
+#else
+#define TL_RESTRICT
+#endif
+
+/* 64-byte aligned scratch, portable (no aligned_alloc / posix_memalign).
+ * NULL on failure (the caller returns TL_ENOMEM).  Free with tl_free. */
+static inline void *tl_alloc(size_t bytes) {
+    unsigned char *raw = (unsigned char *)malloc(bytes + 64 + sizeof(void *));
+    if (raw == NULL) return NULL;
+    uintptr_t p = ((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63;
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static inline void tl_free(void *p) {
+    if (p != NULL) free(((void **)p)[-1]);
+}
+
+#endif

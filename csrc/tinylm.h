@@ -1,0 +1,60 @@
+/* tinylm C kernels: the public API (mirrored by CDEF in build_ffi.py).
+ *
+ * Conventions
+ *   - Every array is C-contiguous (row-major); tinylm/kernels.py checks dtype,
+ *     shape and contiguity before calling, so these functions trust their input.
+ *   - Sizes are int64_t; the caller has checked they are >= 0.
+ *   - nthreads <= 0 means "OpenMP's default"; a serial build ignores it.
+ *   - Return 0 on success, TL_ENOMEM if a scratch buffer could not be
+ *     allocated, TL_EINVAL for arguments the Python side should have refused.
+ *   - No static scratch state: cffi releases the GIL, so two Python threads may
+ *     call the same kernel at once.
+ */
+#ifndef TINYLM_H
+#define TINYLM_H
+
+#include <stdint.h>
+
+#define TL_OK 0
+#define TL_ENOMEM (-1)
+#define TL_EINVAL (-2)
+
+/* C[m,n] (+)= op(A) @ op(B).
+ *   op(A) is m x k: A is stored (m, k), or (k, m) when trans_a.
+ *   op(B) is k x n: B is stored (k, n), or (n, k) when trans_b.
+ *   accumulate = 0 overwrites C, 1 adds to it. */
+int tl_matmul_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                  const float *a, const float *b, float *c, int accumulate, int nthreads);
+int tl_matmul_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                  const double *a, const double *b, double *c, int accumulate, int nthreads);
+
+/* Fused scaled-dot-product attention over bh = batch*heads independent problems.
+ *   q: (bh, tq, d)   k, v: (bh, tk, d)   o: (bh, tq, d)   lse: (bh, tq)
+ *   S = scale * q k^T;  causal keeps key j for query i iff j <= i + (tk - tq)
+ *   (bottom-right aligned: the usual mask when tq == tk, and right for a KV cache).
+ *   P = softmax(S) row-wise;  o = P v;  lse[i] = log sum_j exp(S[i, j]).
+ *   A query row with no allowed key gets o = 0 and lse = -inf.
+ * Backward takes dout (bh, tq, d) and writes dq, dk, dv (overwritten, not accumulated),
+ * recomputing P from lse: P = exp(S - lse). */
+int tl_attn_fwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
+                    const float *q, const float *k, const float *v,
+                    float *o, float *lse, int nthreads);
+int tl_attn_fwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
+                    const double *q, const double *k, const double *v,
+                    double *o, double *lse, int nthreads);
+int tl_attn_bwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
+                    const float *q, const float *k, const float *v,
+                    const float *o, const float *dout, const float *lse,
+                    float *dq, float *dk, float *dv, int nthreads);
+int tl_attn_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
+                    const double *q, const double *k, const double *v,
+                    const double *o, const double *dout, const double *lse,
+                    double *dq, double *dk, double *dv, int nthreads);
+
+/* Build information, for `tinylm info`. */
+const char *tl_simd_name(void);
+int tl_has_openmp(void);
+int tl_omp_max_threads(void);
+const char *tl_build_flags(void);
+
+#endif

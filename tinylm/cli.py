@@ -1,0 +1,53 @@
+"""The `tinylm` command line.
+
+Each sub-command lives in its own module under ``tinylm/commands/`` and
+defines ``add_arguments(parser)`` and ``run(args) -> int``.  Modules are
+imported only when their command runs, so ``tinylm --help`` stays fast.
+To add a command, add one line to COMMANDS.
+"""
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "info": ("tinylm.commands.info", "version, backend, SIMD, OpenMP, threads, NumPy's BLAS"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tinylm",
+        description="tinylm: language models from scratch (NumPy layers, C kernels).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=modname)
+        # Arguments are added lazily (see main) so --help on the top level
+        # does not import every command.
+    return parser, sub
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, sub = build_parser()
+    # Find the command first, then let its module add its own arguments.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name in COMMANDS:
+        module = importlib.import_module(COMMANDS[name][0])
+        module.add_arguments(sub.choices[name])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `tinylm` CLI (see tinylm/cli.py)."""

@@ -1,0 +1,447 @@
+"""The only door to tinylm's C kernels.
+
+For every kernel this module holds two things:
+
+* ``*_reference``: the NumPy reference.  It is the *specification* of the
+  kernel (short, readable, obviously right) and it is what the NumPy backend
+  runs.
+* the public function (``matmul``, ``attention``, ``attention_backward``):
+  validates its arguments - dtype, shapes, contiguity, sizes - and then calls
+  either the C kernel or the reference, depending on the backend.
+
+Nothing else in tinylm calls C directly.
+
+Backend: ``TINYLM_BACKEND=c|numpy`` in the environment, or
+:func:`set_backend` / the :func:`backend` context manager.  The default is
+``c`` when the extension was built, else ``numpy`` (with one warning saying
+why).  Threads for the C kernels: ``TINYLM_NUM_THREADS`` or
+:func:`set_num_threads`.
+
+Validation rules (shared by every kernel):
+
+* float32 or float64 only, all operands the same dtype -> else ``TypeError``.
+* shapes must agree -> else ``ValueError`` naming the shapes.
+* non-contiguous inputs are copied (a transposed C-contiguous matrix is passed
+  as-is with the transpose flag flipped); outputs must be C-contiguous and
+  writable and must not overlap the inputs.
+* every dimension must fit in a C ``int`` (< 2**31).
+* NaN and inf are allowed and propagate (the C code is built without
+  ``-ffast-math``).
+"""
+
+import contextlib
+import math
+import os
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "matmul", "matmul_reference",
+    "attention", "attention_reference",
+    "attention_backward", "attention_backward_reference",
+    "get_backend", "set_backend", "backend", "available_backends", "backend_reason",
+    "get_num_threads", "set_num_threads", "c_available", "info",
+]
+
+_INT_MAX = 2**31 - 1
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# --------------------------------------------------------------------------
+# Loading the extension and choosing the backend
+# --------------------------------------------------------------------------
+
+try:
+    from tinylm import _C  # built by csrc/build_ffi.py
+    _lib, _ffi = _C.lib, _C.ffi
+    _C_ERROR = None
+except ImportError as exc:  # no compiler at install time, or a broken build
+    _lib = _ffi = None
+    _C_ERROR = str(exc)
+
+
+def c_available():
+    """True if the C extension is built and importable."""
+    return _lib is not None
+
+
+def available_backends():
+    return ("c", "numpy") if c_available() else ("numpy",)
+
+
+def _initial_backend():
+    env = os.environ.get("TINYLM_BACKEND", "").strip().lower()
+    if env not in ("", "c", "numpy"):
+        raise RuntimeError(
+            "TINYLM_BACKEND=%r is not a backend; use 'c' or 'numpy'" % env)
+    if env == "numpy":
+        return "numpy", "TINYLM_BACKEND=numpy"
+    if env == "c":
+        if not c_available():
+            raise RuntimeError(
+                "TINYLM_BACKEND=c but tinylm's C extension is not available "
+                "(%s). Reinstall with a working C compiler, or use "
+                "TINYLM_BACKEND=numpy." % _C_ERROR)
+        return "c", "TINYLM_BACKEND=c"
+    if c_available():
+        return "c", "default: C extension loaded"
+    warnings.warn(
+        "tinylm: C extension not available (%s); running on the NumPy backend, "
+        "which is correct but slower. Reinstall with a C compiler to get the "
+        "C kernels." % _C_ERROR, RuntimeWarning, stacklevel=3)
+    return "numpy", "C extension not built (%s)" % _C_ERROR
+
+
+_BACKEND, _BACKEND_REASON = _initial_backend()
+
+
+def get_backend():
+    """'c' or 'numpy'."""
+    return _BACKEND
+
+
+def backend_reason():
+    """Why the current backend is in use (for `tinylm info`)."""
+    return _BACKEND_REASON
+
+
+def set_backend(name):
+    """Select the backend for every kernel call that follows: 'c' or 'numpy'."""
+    global _BACKEND, _BACKEND_REASON
+    if name not in ("c", "numpy"):
+        raise ValueError("backend must be 'c' or 'numpy', not %r" % (name,))
+    if name == "c" and not c_available():
+        raise RuntimeError("the C backend is not available: %s" % _C_ERROR)
+    _BACKEND, _BACKEND_REASON = name, "set_backend(%r)" % name
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Context manager: ``with kernels.backend("numpy"): ...``."""
+    old, old_reason = _BACKEND, _BACKEND_REASON
+    set_backend(name)
+    try:
+        yield
+    finally:
+        globals()["_BACKEND"], globals()["_BACKEND_REASON"] = old, old_reason
+
+
+def _threads_from_env():
+    env = os.environ.get("TINYLM_NUM_THREADS", "").strip()
+    if not env:
+        return 0
+    try:
+        n = int(env)
+    except ValueError:
+        raise RuntimeError("TINYLM_NUM_THREADS=%r is not a whole number" % env)
+    if n < 1:
+        raise RuntimeError("TINYLM_NUM_THREADS must be >= 1, got %d" % n)
+    return n
+
+
+_NUM_THREADS = _threads_from_env()  # 0 = OpenMP's default
+
+
+def set_num_threads(n):
+    """Number of OpenMP threads the C kernels use (>= 1)."""
+    global _NUM_THREADS
+    n = int(n)
+    if n < 1:
+        raise ValueError("set_num_threads: n must be >= 1, got %d" % n)
+    _NUM_THREADS = n
+
+
+def get_num_threads():
+    """Threads the C kernels will use."""
+    if _NUM_THREADS:
+        return _NUM_THREADS
+    return int(_lib.tl_omp_max_threads()) if c_available() else 1
+
+
+def info():
+    """A dict describing the build and the current settings."""
+    d = {
+        "backend": _BACKEND,
+        "backend_reason": _BACKEND_REASON,
+        "c_available": c_available(),
+        "num_threads": get_num_threads(),
+    }
+    if c_available():
+        d["simd"] = _ffi.string(_lib.tl_simd_name()).decode()
+        d["openmp"] = bool(_lib.tl_has_openmp())
+        d["build_flags"] = _ffi.string(_lib.tl_build_flags()).decode()
+    else:
+        d["c_error"] = _C_ERROR
+    return d
+
+
+# --------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------
+
+def _check_float(name, kernel, *arrays):
+    """All arrays are ndarrays of one float dtype; return that dtype."""
+    for label, x in arrays:
+        if not isinstance(x, np.ndarray):
+            raise TypeError("%s: %s must be a numpy array, got %s"
+                            % (kernel, label, type(x).__name__))
+        if x.dtype not in _FLOATS:
+            raise TypeError("%s: %s has dtype %s; expected float32 or float64"
+                            % (kernel, label, x.dtype))
+    dtypes = {x.dtype for _, x in arrays}
+    if len(dtypes) > 1:
+        raise TypeError("%s: operands must share one dtype, got %s" % (
+            kernel, ", ".join("%s %s" % (l, x.dtype) for l, x in arrays)))
+    return arrays[0][1].dtype
+
+
+def _check_dims(kernel, **dims):
+    for label, v in dims.items():
+        if v > _INT_MAX:
+            raise ValueError("%s: %s = %d is too large (must be < 2**31)"
+                             % (kernel, label, v))
+
+
+def _check_out(kernel, out, shape, dtype, inputs):
+    if not isinstance(out, np.ndarray):
+        raise TypeError("%s: out must be a numpy array" % kernel)
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError("%s: out has shape %s dtype %s; expected shape %s dtype %s"
+                         % (kernel, out.shape, out.dtype, tuple(shape), dtype))
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("%s: out must be C-contiguous and writable" % kernel)
+    for x in inputs:
+        if np.may_share_memory(out, x):
+            raise ValueError("%s: out overlaps an input; pass a separate array" % kernel)
+
+
+def _ptr(kind, x):
+    return _ffi.cast(kind, x.ctypes.data)
+
+
+def _raise_status(kernel, status):
+    if status == 0:
+        return
+    if status == -1:
+        raise MemoryError("%s: the C kernel could not allocate scratch memory" % kernel)
+    raise RuntimeError("%s: the C kernel refused its arguments (status %d)" % (kernel, status))
+
+
+# --------------------------------------------------------------------------
+# matmul: C (+)= op(A) @ op(B)
+# --------------------------------------------------------------------------
+
+def matmul_reference(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+    """The spec of the matmul kernel.
+
+    a: (m, k), or (k, m) if trans_a      b: (k, n), or (n, k) if trans_b
+    returns c: (m, n) = op(a) @ op(b), added to ``out`` if accumulate.
+    """
+    A = a.T if trans_a else a            # (m, k)
+    B = b.T if trans_b else b            # (k, n)
+    c = A @ B                            # (m, n)
+    if out is None:
+        return c
+    if accumulate:
+        out += c
+    else:
+        out[...] = c
+    return out
+
+
+def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+    """op(a) @ op(b) for 2-D float arrays, on the current backend.
+
+    a: (m, k), or (k, m) if trans_a      b: (k, n), or (n, k) if trans_b
+    out: optional (m, n) C-contiguous array to write into; with
+    ``accumulate=True`` the product is added to it (needed for gradients).
+    Returns the (m, n) result (``out`` itself when given).
+    """
+    kernel = "matmul"
+    dtype = _check_float("a/b", kernel, ("a", a), ("b", b))
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError("matmul: a and b must be 2-D, got shapes %s and %s"
+                         % (a.shape, b.shape))
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError("matmul: inner dimensions differ: op(a) is %dx%d, op(b) is %dx%d "
+                         "(a %s trans_a=%s, b %s trans_b=%s)"
+                         % (m, ka, kb, n, a.shape, trans_a, b.shape, trans_b))
+    k = ka
+    _check_dims(kernel, m=m, n=n, k=k)
+    if accumulate and out is None:
+        raise ValueError("matmul: accumulate=True needs out")
+    if out is not None:
+        _check_out(kernel, out, (m, n), dtype, (a, b))
+
+    if _BACKEND == "numpy" or m == 0 or n == 0 or k == 0:
+        if k == 0:  # empty sum: zeros (A @ B of empty inner dim is zeros too)
+            zero = np.zeros((m, n), dtype)
+            if out is None:
+                return zero
+            if not accumulate:
+                out[...] = 0
+            return out
+        return matmul_reference(a, b, trans_a, trans_b, out, accumulate)
+
+    # A Fortran-contiguous operand is the transpose of a C-contiguous one:
+    # flip the flag instead of copying.
+    if not a.flags.c_contiguous and a.flags.f_contiguous:
+        a, trans_a = a.T, not trans_a
+    if not b.flags.c_contiguous and b.flags.f_contiguous:
+        b, trans_b = b.T, not trans_b
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    if out is None:
+        out = np.empty((m, n), dtype)
+    f = _lib.tl_matmul_f32 if dtype == np.float32 else _lib.tl_matmul_f64
+    kind = "float *" if dtype == np.float32 else "double *"
+    status = f(int(bool(trans_a)), int(bool(trans_b)), m, n, k,
+               _ptr(kind, a), _ptr(kind, b), _ptr(kind, out),
+               int(bool(accumulate)), _NUM_THREADS)
+    _raise_status(kernel, status)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Scaled-dot-product attention
+# --------------------------------------------------------------------------
+
+def _causal_allowed(tq, tk):
+    """(tq, tk) bool: key j visible to query i iff j <= i + (tk - tq)."""
+    i = np.arange(tq)[:, None]
+    j = np.arange(tk)[None, :]
+    return j <= i + (tk - tq)
+
+
+def attention_reference(q, k, v, causal=False, scale=None):
+    """The spec of the fused attention forward kernel.
+
+    q: (..., tq, d)   k, v: (..., tk, d)   (same leading dims, e.g. (B, H))
+    Returns o: (..., tq, d) and lse: (..., tq), the log-sum-exp of each score
+    row, which the backward uses to recompute the probabilities.
+    Causal keeps key j for query i iff j <= i + (tk - tq); a row with no
+    visible key gets o = 0 and lse = -inf.
+    """
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    s = scale * (q @ np.swapaxes(k, -1, -2))           # (..., tq, tk)
+    if causal:
+        s = np.where(_causal_allowed(q.shape[-2], k.shape[-2]), s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True) if s.shape[-1] else \
+        np.full(s.shape[:-1] + (1,), -np.inf, s.dtype)  # (..., tq, 1)
+    m = np.where(np.isneginf(m), 0, m)                  # fully masked rows
+    e = np.exp(s - m)                                   # (..., tq, tk)
+    z = np.sum(e, axis=-1, keepdims=True)               # (..., tq, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(z > 0, e / z, 0)                   # (..., tq, tk)
+        lse = (m + np.log(z))[..., 0]                   # (..., tq)
+    o = p @ v                                           # (..., tq, d)
+    return o.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
+
+
+def attention_backward_reference(q, k, v, o, lse, dout, causal=False, scale=None):
+    """The spec of the fused attention backward kernel.
+
+    Recomputes P = exp(scale * q k^T - lse) and returns (dq, dk, dv):
+        dv = P^T dout
+        dP = dout v^T
+        dS = P * (dP - rowsum(dout * o))
+        dq = scale * dS k          dk = scale * dS^T q
+    """
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    s = scale * (q @ np.swapaxes(k, -1, -2))            # (..., tq, tk)
+    with np.errstate(invalid="ignore"):
+        p = np.exp(s - lse[..., None])                  # (..., tq, tk)
+    if causal:
+        p = np.where(_causal_allowed(q.shape[-2], k.shape[-2]), p, 0)
+    p = np.where(np.isneginf(lse)[..., None], 0, p)     # rows with no key
+    dv = np.swapaxes(p, -1, -2) @ dout                  # (..., tk, d)
+    dp = dout @ np.swapaxes(v, -1, -2)                  # (..., tq, tk)
+    delta = np.sum(dout * o, axis=-1, keepdims=True)    # (..., tq, 1)
+    ds = p * (dp - delta)                               # (..., tq, tk)
+    dq = scale * (ds @ k)                               # (..., tq, d)
+    dk = scale * (np.swapaxes(ds, -1, -2) @ q)          # (..., tk, d)
+    cast = lambda x: x.astype(q.dtype, copy=False)
+    return cast(dq), cast(dk), cast(dv)
+
+
+def _check_attention(kernel, q, k, v):
+    dtype = _check_float("q/k/v", kernel, ("q", q), ("k", k), ("v", v))
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError("%s: q, k, v must have the same number (>= 2) of dims, got "
+                         "%s, %s, %s" % (kernel, q.shape, k.shape, v.shape))
+    if k.shape != v.shape:
+        raise ValueError("%s: k and v must have the same shape, got %s and %s"
+                         % (kernel, k.shape, v.shape))
+    if q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError("%s: q %s and k %s must agree in leading dims and head size"
+                         % (kernel, q.shape, k.shape))
+    lead = q.shape[:-2]
+    bh = int(np.prod(lead)) if lead else 1
+    tq, d = q.shape[-2:]
+    tk = k.shape[-2]
+    _check_dims(kernel, batch_heads=bh, tq=tq, tk=tk, head_dim=d)
+    return dtype, bh, tq, tk, d
+
+
+def _scale(scale, d, kernel):
+    if scale is None:
+        return 1.0 / math.sqrt(d) if d else 1.0
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError("%s: scale must be finite, got %r" % (kernel, scale))
+    return scale
+
+
+def attention(q, k, v, causal=False, scale=None):
+    """Scaled-dot-product attention forward: returns (o, lse).
+
+    q: (..., tq, d)   k, v: (..., tk, d)   ->   o: (..., tq, d), lse: (..., tq)
+    ``scale`` defaults to 1/sqrt(d).  See :func:`attention_reference`.
+    """
+    kernel = "attention"
+    dtype, bh, tq, tk, d = _check_attention(kernel, q, k, v)
+    scale = _scale(scale, d, kernel)
+    if _BACKEND == "numpy" or bh * tq * tk * d == 0:
+        return attention_reference(q, k, v, causal, scale)
+    q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
+    o = np.empty(q.shape, dtype)
+    lse = np.empty(q.shape[:-1], dtype)
+    f, kind = ((_lib.tl_attn_fwd_f32, "float *") if dtype == np.float32
+               else (_lib.tl_attn_fwd_f64, "double *"))
+    status = f(bh, tq, tk, d, scale, int(bool(causal)),
+               _ptr(kind, q), _ptr(kind, k), _ptr(kind, v),
+               _ptr(kind, o), _ptr(kind, lse), _NUM_THREADS)
+    _raise_status(kernel, status)
+    return o, lse
+
+
+def attention_backward(q, k, v, o, lse, dout, causal=False, scale=None):
+    """Backward of :func:`attention`: returns (dq, dk, dv), same shapes as q, k, v.
+
+    o and lse are what the forward returned; dout is dL/do, shaped like o.
+    """
+    kernel = "attention_backward"
+    dtype, bh, tq, tk, d = _check_attention(kernel, q, k, v)
+    _check_float("o/lse/dout", kernel, ("q", q), ("o", o), ("lse", lse), ("dout", dout))
+    if o.shape != q.shape or dout.shape != q.shape or lse.shape != q.shape[:-1]:
+        raise ValueError("%s: o %s and dout %s must match q %s, lse %s must be %s"
+                         % (kernel, o.shape, dout.shape, q.shape, lse.shape, q.shape[:-1]))
+    scale = _scale(scale, d, kernel)
+    if _BACKEND == "numpy" or bh * tq * tk * d == 0:
+        return attention_backward_reference(q, k, v, o, lse, dout, causal, scale)
+    q, k, v, o, lse, dout = (np.ascontiguousarray(x) for x in (q, k, v, o, lse, dout))
+    dq = np.empty(q.shape, dtype)
+    dk = np.empty(k.shape, dtype)
+    dv = np.empty(v.shape, dtype)
+    f, kind = ((_lib.tl_attn_bwd_f32, "float *") if dtype == np.float32
+               else (_lib.tl_attn_bwd_f64, "double *"))
+    status = f(bh, tq, tk, d, scale, int(bool(causal)),
+               _ptr(kind, q), _ptr(kind, k), _ptr(kind, v), _ptr(kind, o),
+               _ptr(kind, dout), _ptr(kind, lse),
+               _ptr(kind, dq), _ptr(kind, dk), _ptr(kind, dv), _NUM_THREADS)
+    _raise_status(kernel, status)
+    return dq, dk, dv
