@@ -188,15 +188,20 @@ def make_builder(absolute=False):
 
 
 if __name__ == "__main__":
-    ffibuilder = make_builder(absolute=True)
     # In-place build for development: writes tinylm/_C*.so next to the package.
-    os.chdir(os.path.dirname(HERE))
-    ffibuilder.compile(tmpdir=os.path.join("build", "cffi"), verbose=True)
+    # TINYLM_BUILD_TMP picks the scratch folder (so two builds can run at once);
+    # the .so is replaced atomically, so a running process is never corrupted.
     import glob
     import shutil
-    for so in glob.glob(os.path.join("build", "cffi", "tinylm", "_C*")):
+    ffibuilder = make_builder(absolute=True)
+    root = os.path.dirname(HERE)
+    tmp = os.environ.get("TINYLM_BUILD_TMP") or os.path.join(root, "build", "cffi")
+    ffibuilder.compile(tmpdir=tmp, verbose=True)
+    for so in glob.glob(os.path.join(tmp, "tinylm", "_C*")):
         if so.endswith((".so", ".pyd")):
-            shutil.copy(so, "tinylm")
-            print("copied", so, "-> tinylm/")
+            dest = os.path.join(root, "tinylm", os.path.basename(so))
+            shutil.copy(so, dest + ".tmp")
+            os.replace(dest + ".tmp", dest)
+            print("installed", dest)
 else:
     ffibuilder = make_builder()
