@@ -52,12 +52,16 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------
 
 try:
-    from tinylm import _C  # built by csrc/build_ffi.py
+    import importlib
+    _C = importlib.import_module("tinylm._C")  # built by csrc/build_ffi.py
     _lib, _ffi = _C.lib, _C.ffi
     _C_ERROR = None
 except ImportError as exc:  # no compiler at install time, or a broken build
     _lib = _ffi = None
-    _C_ERROR = str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "tinylm._C":
+        _C_ERROR = "tinylm._C was not built when tinylm was installed"
+    else:
+        _C_ERROR = "tinylm._C failed to load: %s" % exc
 
 
 def c_available():
