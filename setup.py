@@ -42,7 +42,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["tinylm", "tinylm.*"]),
+    # The lesson scripts are installed as tinylm/lessons so `tinylm lesson`
+    # finds them outside a checkout too.
+    packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.lessons"],
+    package_dir={"tinylm.lessons": "lessons"},
+    package_data={"tinylm.lessons": ["README.md"]},
     include_package_data=False,
     install_requires=["numpy>=1.22", "cffi>=1.15", "matplotlib>=3.5"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},

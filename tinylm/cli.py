@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "info": ("tinylm.commands.info", "version, backend, SIMD, OpenMP, threads, NumPy's BLAS"),
+    "lesson": ("tinylm.commands.lesson", "list the lessons, or run one: tinylm lesson 04_2 --fast"),
 }
 
 

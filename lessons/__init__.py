@@ -1,0 +1,1 @@
+"""The lesson scripts (installed as ``tinylm.lessons``); run them as files or with `tinylm lesson`."""

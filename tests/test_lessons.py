@@ -1,0 +1,34 @@
+"""Every lesson runs with --fast and its own checks pass."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LESSONS = sorted(glob.glob(os.path.join(ROOT, "lessons", "[0-9][0-9]_*.py")))
+
+
+def test_there_are_lessons():
+    assert LESSONS, "no lesson scripts found in lessons/"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[os.path.basename(p)[:-3] for p in LESSONS])
+def test_lesson_runs_fast_and_its_checks_pass(path, tmp_path):
+    r = subprocess.run([sys.executable, path, "--fast", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+                       stdin=subprocess.DEVNULL, env=dict(os.environ, MPLBACKEND="Agg"))
+    tail = (r.stdout[-3000:] + "\n" + r.stderr[-3000:])
+    assert r.returncode == 0, tail
+    assert "all checks passed" in r.stdout, tail
+    assert os.listdir(tmp_path), "the lesson saved no plot"
+
+
+def test_lesson_command_lists_lessons(capsys):
+    from tinylm.cli import main
+    assert main(["lesson"]) == 0
+    out = capsys.readouterr().out
+    for p in LESSONS:
+        assert os.path.basename(p)[:-3] in out
