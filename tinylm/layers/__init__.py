@@ -1,0 +1,11 @@
+"""tinylm's layers: NumPy forward passes with hand-derived backward passes."""
+
+from tinylm.layers.base import Layer
+from tinylm.layers.core import Linear, Embedding, Sequential
+from tinylm.layers.activations import Tanh, Sigmoid, ReLU, GELU, erf, sigmoid
+from tinylm.layers.losses import Softmax, SoftmaxCrossEntropy, MSELoss, softmax, log_softmax
+from tinylm.layers.norm import LayerNorm, Dropout
+
+__all__ = ["Layer", "Linear", "Embedding", "Sequential", "Tanh", "Sigmoid", "ReLU", "GELU",
+           "erf", "sigmoid", "Softmax", "SoftmaxCrossEntropy", "MSELoss", "softmax",
+           "log_softmax", "LayerNorm", "Dropout"]

@@ -1,0 +1,200 @@
+"""Element-wise activations and their derivatives.
+
+=========  =====================================  ==========================================
+layer      forward y = f(x)                       backward dx = dy * f'(x)
+=========  =====================================  ==========================================
+Tanh       tanh(x)                                dy * (1 - y^2)
+Sigmoid    1 / (1 + exp(-x))                      dy * y * (1 - y)
+ReLU       max(x, 0)                              dy * [x > 0]
+GELU       x * Phi(x) = x/2 * (1 + erf(x/sqrt2))  dy * (Phi(x) + x * phi(x))
+GELU-tanh  x/2 * (1 + tanh(u)),                   dy * (1/2 (1 + t) + x/2 (1 - t^2) du/dx),
+           u = sqrt(2/pi) (x + 0.044715 x^3)      t = tanh(u), du/dx = sqrt(2/pi)(1 + 3*0.044715 x^2)
+=========  =====================================  ==========================================
+
+Phi is the standard normal CDF and phi = exp(-x^2/2)/sqrt(2 pi) its density.
+
+The sigmoid is computed without overflow: for x >= 0 as 1/(1+exp(-x)), for
+x < 0 as exp(x)/(1+exp(x)), so exp never sees a large positive argument.
+
+NumPy has no erf, so :func:`erf` is written here (see its docstring): a
+positive-term series for |x| < 2.5 and a continued fraction for erfc beyond;
+accurate to a few float64 ulps, and it works in float32 too.
+"""
+
+import math
+
+import numpy as np
+
+from tinylm.layers.base import Layer
+from tinylm.layers._util import check_backward_ready
+
+__all__ = ["erf", "Tanh", "Sigmoid", "ReLU", "GELU", "sigmoid"]
+
+_SERIES_TERMS = 60      # enough for |x| < 2.5 in float64 (terms fall below 1e-17)
+_CF_DEPTH = 60          # continued-fraction depth for |x| >= 2.5
+
+
+def erf(x):
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, element-wise.
+
+    x: float array (float32 or float64) -> same shape and dtype.
+
+    |x| < 2.5: the series with only positive terms (no cancellation)
+        erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n  2^n x^(2n+1) / (1*3*5*...*(2n+1))
+    |x| >= 2.5: erf = 1 - erfc, with erfc from its continued fraction
+        erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))
+    evaluated bottom-up from a fixed depth.  erf is odd, so both use |x|.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    dtype = x.dtype
+    a = np.abs(x)
+    out = np.empty_like(a)
+    small = a < 2.5
+    # -- series on the small arguments ----------------------------------
+    s = a[small]
+    s2 = s * s
+    term = s.copy()                    # n = 0 term: x
+    total = s.copy()
+    for n in range(1, _SERIES_TERMS):
+        term = term * (2 * s2) / (2 * n + 1)
+        total += term
+    out[small] = dtype.type(2 / math.sqrt(math.pi)) * np.exp(-s2) * total
+    # -- continued fraction on the large ones ---------------------------
+    b = a[~small]
+    t = b.copy()
+    for n in range(_CF_DEPTH, 0, -1):
+        t = b + dtype.type(n / 2) / t
+    with np.errstate(under="ignore"):
+        erfc = np.exp(-b * b) / (dtype.type(math.sqrt(math.pi)) * t)
+    out[~small] = 1 - erfc
+    return np.copysign(out, x).astype(dtype, copy=False)
+
+
+def sigmoid(x):
+    """Numerically stable logistic function, element-wise, same dtype as x."""
+    x = np.asarray(x)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1 / (1 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])                    # x < 0: exp(x) <= 1, never overflows
+    out[~pos] = e / (1 + e)
+    return out
+
+
+class _Elementwise(Layer):
+    """Shared plumbing: no parameters, input x and output y of the same shape."""
+
+    def _check(self, where, x):
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+            raise TypeError("%s.%s: expected a float32/float64 numpy array, got %s"
+                            % (type(self).__name__, where,
+                               getattr(x, "dtype", type(x).__name__)))
+        return x
+
+    def _check_dy(self, dy, ref):
+        self._check("backward", dy)
+        if dy.shape != ref.shape:
+            raise ValueError("%s.backward: dy has shape %s, expected %s"
+                             % (type(self).__name__, dy.shape, ref.shape))
+        return dy
+
+
+class Tanh(_Elementwise):
+    """y = tanh(x).  x: any shape -> y: same shape."""
+
+    def forward(self, x):
+        self._check("forward", x)
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        check_backward_ready("Tanh.backward", getattr(self, "_y", None))
+        y = self._y
+        dy = self._check_dy(dy, y)
+        ### BEGIN SOLUTION
+        # forward: y = tanh(x)  ->  dx = dy * (1 - y^2)
+        dx = dy * (1 - y * y)
+        ### END SOLUTION
+        return dx
+
+
+class Sigmoid(_Elementwise):
+    """y = 1 / (1 + exp(-x)), computed stably.  x: any shape -> y: same shape."""
+
+    def forward(self, x):
+        self._check("forward", x)
+        self._y = sigmoid(x)
+        return self._y
+
+    def backward(self, dy):
+        check_backward_ready("Sigmoid.backward", getattr(self, "_y", None))
+        y = self._y
+        dy = self._check_dy(dy, y)
+        ### BEGIN SOLUTION
+        # forward: y = 1/(1 + exp(-x))  ->  dx = dy * y * (1 - y)
+        dx = dy * y * (1 - y)
+        ### END SOLUTION
+        return dx
+
+
+class ReLU(_Elementwise):
+    """y = max(x, 0).  x: any shape -> y: same shape.  (Derivative at 0 taken as 0.)"""
+
+    def forward(self, x):
+        self._check("forward", x)
+        self._x = x
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        check_backward_ready("ReLU.backward", getattr(self, "_x", None))
+        dy = self._check_dy(dy, self._x)
+        # forward: y = max(x, 0)  ->  dx = dy * [x > 0]
+        return dy * (self._x > 0)
+
+
+class GELU(_Elementwise):
+    """Gaussian error linear unit y = x * Phi(x).  x: any shape -> y: same shape.
+
+    approximate="none": the exact form with erf (PyTorch's default, BERT);
+    approximate="tanh": the tanh approximation (GPT-2), PyTorch's
+    ``GELU(approximate="tanh")``.
+    """
+
+    _C = math.sqrt(2 / math.pi)
+    _K = 0.044715
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError("GELU: approximate must be 'none' or 'tanh', got %r" % (approximate,))
+        self.approximate = approximate
+
+    def forward(self, x):
+        self._check("forward", x)
+        t = x.dtype.type
+        self._x = x
+        if self.approximate == "tanh":
+            u = t(self._C) * (x + t(self._K) * x ** 3)        # u = sqrt(2/pi)(x + k x^3)
+            self._th = np.tanh(u)                              # th = tanh(u)
+            return t(0.5) * x * (1 + self._th)                 # y = x/2 (1 + th)
+        self._cdf = t(0.5) * (1 + erf(x * t(1 / math.sqrt(2))))  # Phi(x)
+        return x * self._cdf                                   # y = x Phi(x)
+
+    def backward(self, dy):
+        check_backward_ready("GELU.backward", getattr(self, "_x", None))
+        x = self._x
+        dy = self._check_dy(dy, x)
+        t = x.dtype.type
+        ### BEGIN SOLUTION
+        if self.approximate == "tanh":
+            th = self._th
+            # forward: u = sqrt(2/pi)(x + k x^3)  ->  du/dx = sqrt(2/pi)(1 + 3k x^2)
+            du = t(self._C) * (1 + t(3 * self._K) * x * x)
+            # forward: y = x/2 (1 + th), th = tanh(u)  ->  dy/dx = (1+th)/2 + x/2 (1-th^2) du/dx
+            return dy * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * du)
+        # forward: y = x Phi(x)  ->  dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2)/sqrt(2 pi)
+        pdf = np.exp(t(-0.5) * x * x) * t(1 / math.sqrt(2 * math.pi))
+        return dy * (self._cdf + x * pdf)
+        ### END SOLUTION

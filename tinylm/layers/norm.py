@@ -1,0 +1,142 @@
+"""Layer normalisation and dropout.
+
+LayerNorm normalises each vector along the last axis (size D), then scales
+and shifts it::
+
+    mu   = mean(x)                          (..., 1)
+    var  = mean((x - mu)^2)                 (..., 1)   (biased, as PyTorch)
+    rstd = 1 / sqrt(var + eps)              (..., 1)
+    xhat = (x - mu) * rstd                  (..., D)
+    y    = xhat * weight + bias             (..., D)
+
+Backward, with g = dy * weight (the gradient reaching xhat)::
+
+    dweight += sum over rows of dy * xhat
+    dbias   += sum over rows of dy
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+
+(the two means are the parts of the gradient flowing back through mu and
+through var).
+
+Dropout, in training mode, zeroes each entry with probability p and scales the
+survivors by 1/(1-p) ("inverted dropout", so nothing changes at eval time)::
+
+    mask = (u >= p) / (1 - p),  u ~ Uniform[0, 1)     y = x * mask     dx = dy * mask
+
+In eval mode (``layer.eval()``) it is the identity.
+"""
+
+import numpy as np
+
+from tinylm.layers.base import Layer
+from tinylm.layers._util import (as_float_input, check_backward_ready, check_dtype,
+                                 default_rng)
+
+__all__ = ["LayerNorm", "Dropout"]
+
+
+class LayerNorm(Layer):
+    """Normalise over the last axis (PyTorch's nn.LayerNorm(D)).
+
+    Parameters: ``weight`` (D,) init 1, ``bias`` (D,) init 0 (absent when
+    elementwise_affine=False).   x: (..., D) -> y: (..., D).
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=np.float32):
+        super().__init__()
+        D = int(normalized_shape)
+        if D < 1:
+            raise ValueError("LayerNorm: normalized_shape must be >= 1, got %d" % D)
+        if not eps > 0:
+            raise ValueError("LayerNorm: eps must be > 0, got %r" % (eps,))
+        dtype = check_dtype(dtype)
+        self.normalized_shape, self.eps = D, float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self._dtype = dtype
+        if elementwise_affine:
+            self.add_param("weight", np.ones(D, dtype))
+            self.add_param("bias", np.zeros(D, dtype))
+        self._cache = None
+
+    def forward(self, x):
+        """x: (..., D) -> y: (..., D)."""
+        dtype = self.params["weight"].dtype if self.elementwise_affine else None
+        x = as_float_input("LayerNorm.forward", "x", x, dtype, 1, self.normalized_shape)
+        mu = x.mean(axis=-1, keepdims=True)                          # (..., 1)
+        xc = x - mu                                                  # (..., D)
+        var = (xc * xc).mean(axis=-1, keepdims=True)                 # (..., 1)
+        rstd = 1 / np.sqrt(var + x.dtype.type(self.eps))             # (..., 1)
+        xhat = xc * rstd                                             # (..., D)
+        self._cache = (xhat, rstd)
+        if not self.elementwise_affine:
+            return xhat
+        return xhat * self.params["weight"] + self.params["bias"]    # (..., D)
+
+    def backward(self, dy):
+        """dy: (..., D) -> dx: (..., D); adds into grads["weight"], grads["bias"]."""
+        check_backward_ready("LayerNorm.backward", self._cache)
+        xhat, rstd = self._cache
+        dy = as_float_input("LayerNorm.backward", "dy", dy, xhat.dtype, 1)
+        if dy.shape != xhat.shape:
+            raise ValueError("LayerNorm.backward: dy has shape %s, expected %s"
+                             % (dy.shape, xhat.shape))
+        ### BEGIN SOLUTION
+        D = self.normalized_shape
+        if self.elementwise_affine:
+            # forward: y = xhat * weight + bias
+            #   ->  dweight += sum(dy * xhat),  dbias += sum(dy),  g = dy * weight
+            self.grads["weight"] += (dy * xhat).reshape(-1, D).sum(axis=0)
+            self.grads["bias"] += dy.reshape(-1, D).sum(axis=0)
+            g = dy * self.params["weight"]                           # (..., D)
+        else:
+            g = dy
+        # forward: xhat = (x - mu) * rstd, with mu = mean(x), rstd = (mean((x-mu)^2) + eps)^-1/2
+        #   ->  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+        dx = rstd * (g - g.mean(axis=-1, keepdims=True)
+                     - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+        ### END SOLUTION
+        return dx
+
+
+class Dropout(Layer):
+    """Inverted dropout with its own seeded generator.
+
+    p: probability of zeroing an entry, 0 <= p <= 1 (p = 1 zeroes everything).
+    rng: np.random.Generator or int seed (None: seed 0).  The masks drawn
+    depend only on this generator, so a run is reproducible.
+    x: any shape -> y: same shape.  Identity in eval mode or when p = 0.
+    """
+
+    def __init__(self, p=0.1, rng=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError("Dropout: p must be in [0, 1], got %r" % p)
+        self.p = p
+        self.rng = default_rng(rng)
+        self._mask = None
+
+    def forward(self, x):
+        x = as_float_input("Dropout.forward", "x", x, None, 0)
+        if not self.training or self.p == 0.0:
+            self._mask = None                                       # identity
+            self._shape = x.shape
+            return x
+        if self.p == 1.0:
+            mask = np.zeros(x.shape, x.dtype)
+        else:
+            mask = ((self.rng.random(x.shape) >= self.p)
+                    .astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p)))
+        self._mask, self._shape = mask, x.shape
+        return x * mask                                             # y = x * mask
+
+    def backward(self, dy):
+        if not hasattr(self, "_shape"):
+            raise RuntimeError("Dropout.backward: call forward before backward")
+        dy = as_float_input("Dropout.backward", "dy", dy, None, 0)
+        if dy.shape != self._shape:
+            raise ValueError("Dropout.backward: dy has shape %s, expected %s"
+                             % (dy.shape, self._shape))
+        if self._mask is None:
+            return dy
+        return dy * self._mask                                      # dx = dy * mask
