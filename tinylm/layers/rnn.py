@@ -1,0 +1,419 @@
+"""Recurrent layers: RNN, LSTM and GRU cells, and whole sequences with BPTT.
+
+All follow PyTorch's equations, parameter names and gate order, so weights copy
+across one to one (``weight_ih`` <-> ``weight_ih_l0`` etc.).  Shapes: batch B,
+input size I, hidden size H; sequences are batch-first, x: (B, T, I).
+
+Elman RNN cell::
+
+    a  = x W_ih^T + b_ih + h W_hh^T + b_hh            (B, H)
+    h' = tanh(a)          (or relu(a))
+
+LSTM cell, gates stacked in the order i, f, g, o (input, forget, cell
+candidate, output) along the 4H rows of the weights::
+
+    z = x W_ih^T + b_ih + h W_hh^T + b_hh             (B, 4H)
+    i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+GRU cell, gates in the order r, z, n (reset, update, new) along 3H rows::
+
+    gi = x W_ih^T + b_ih                               (B, 3H)
+    gh = h W_hh^T + b_hh                               (B, 3H)
+    r = sigmoid(gi_r + gh_r)    z = sigmoid(gi_z + gh_z)
+    n = tanh(gi_n + r * gh_n)
+    h' = (1 - z) * n + z * h
+
+Back-propagation through time (BPTT): a sequence layer runs the cell for
+t = 0 .. T-1 keeping every step's cache, then walks back t = T-1 .. 0.  The
+gradient reaching the state h_t is the sum of what the output at t receives
+(dout[:, t]) and what step t+1 sends back through its h input.  The weight
+gradients of all steps add up, because every step uses the same weights.
+The layer returns the gradient of the initial state too, so truncated BPTT
+can hand the final state of one chunk to the next (``h0 = hT``) and the
+gradient stops there.
+"""
+
+import math
+
+import numpy as np
+
+from tinylm import kernels
+from tinylm.layers.activations import sigmoid
+from tinylm.layers.base import Layer
+from tinylm.layers._util import (as_float_input, check_backward_ready, check_dtype,
+                                 default_rng)
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
+
+
+def _affine(x, W, b):
+    """x (B, I) @ W^T (I, G) + b (G,) -> (B, G), on the matmul kernel."""
+    y = kernels.matmul(np.ascontiguousarray(x), W, trans_b=True)
+    if b is not None:
+        y += b
+    return y
+
+
+class _Cell(Layer):
+    """Shared parts of the cells.  ``gates`` = 1 (RNN), 4 (LSTM), 3 (GRU).
+
+    Internally the state is a tuple: (h,) or (h, c).  ``step(x, state)``
+    returns (new_state, cache); ``step_backward(dstate, cache)`` returns
+    (dx, dprev_state) and adds into the gradients.  forward/backward (one
+    step, for using a cell on its own) and the sequence layers call these.
+    """
+
+    gates = 1
+    n_states = 1
+
+    def __init__(self, input_size, hidden_size, bias, rng, dtype):
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError("%s: input_size and hidden_size must be >= 1, got %d, %d"
+                             % (type(self).__name__, input_size, hidden_size))
+        rng = default_rng(rng)
+        dtype = check_dtype(dtype)
+        I, H, G = int(input_size), int(hidden_size), self.gates
+        self.input_size, self.hidden_size, self.use_bias = I, H, bool(bias)
+        k = 1.0 / math.sqrt(H)                     # PyTorch's init: U(-1/sqrt(H), 1/sqrt(H))
+        self.add_param("weight_ih", rng.uniform(-k, k, (G * H, I)).astype(dtype))
+        self.add_param("weight_hh", rng.uniform(-k, k, (G * H, H)).astype(dtype))
+        if bias:
+            self.add_param("bias_ih", rng.uniform(-k, k, (G * H,)).astype(dtype))
+            self.add_param("bias_hh", rng.uniform(-k, k, (G * H,)).astype(dtype))
+        self._cache = None
+
+    # -- helpers -----------------------------------------------------------
+    def _b(self, name):
+        return self.params[name] if self.use_bias else None
+
+    def _accumulate(self, dgi, x, dgh, h):
+        """Weight/bias gradients of gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh."""
+        kernels.matmul(dgi, np.ascontiguousarray(x), trans_a=True,
+                       out=self.grads["weight_ih"], accumulate=True)    # dW_ih += dgi^T x
+        kernels.matmul(dgh, np.ascontiguousarray(h), trans_a=True,
+                       out=self.grads["weight_hh"], accumulate=True)    # dW_hh += dgh^T h
+        if self.use_bias:
+            self.grads["bias_ih"] += dgi.sum(axis=0)                     # db_ih += sum dgi
+            self.grads["bias_hh"] += dgh.sum(axis=0)                     # db_hh += sum dgh
+
+    def _check_x(self, where, x):
+        return as_float_input(where, "x", x, self.params["weight_ih"].dtype, 2, self.input_size)
+
+    def initial_state(self, batch_size):
+        """Zero state: a tuple of n_states arrays (B, H)."""
+        z = np.zeros((batch_size, self.hidden_size), self.params["weight_ih"].dtype)
+        return tuple(z.copy() for _ in range(self.n_states))
+
+    def _state(self, where, state, batch_size):
+        """Validate a user-given state; returns the internal tuple form."""
+        if state is None:
+            return self.initial_state(batch_size)
+        if self.n_states == 1:
+            state = (state,)
+        elif not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise TypeError("%s: the LSTM state must be a tuple (h, c)" % where)
+        dtype = self.params["weight_ih"].dtype
+        out = []
+        for name, s in zip(("h", "c"), state):
+            s = as_float_input(where, name, s, dtype, 2, self.hidden_size)
+            if s.shape != (batch_size, self.hidden_size):
+                raise ValueError("%s: initial %s has shape %s, expected %s"
+                                 % (where, name, s.shape, (batch_size, self.hidden_size)))
+            out.append(s)
+        return tuple(out)
+
+    def _dstate(self, where, dstate, batch_size):
+        """Upstream gradient of a state, None -> zeros, in tuple form."""
+        if self.n_states == 1:
+            dstate = (dstate,)
+        elif dstate is None:
+            dstate = (None, None)
+        zeros = self.initial_state(batch_size)
+        out = []
+        for z, d in zip(zeros, dstate):
+            if d is None:
+                out.append(z)
+            else:
+                d = as_float_input(where, "dstate", d, z.dtype, 2)
+                if d.shape != z.shape:
+                    raise ValueError("%s: state gradient has shape %s, expected %s"
+                                     % (where, d.shape, z.shape))
+                out.append(d)
+        return tuple(out)
+
+    def _public(self, state):
+        return state[0] if self.n_states == 1 else tuple(state)
+
+    # -- one step as a layer --------------------------------------------------
+    def forward(self, x, state=None):
+        """x: (B, I), state: h (B, H) [or (h, c) for LSTM] -> new state, same form."""
+        where = "%s.forward" % type(self).__name__
+        x = self._check_x(where, x)
+        state = self._state(where, state, x.shape[0])
+        new, self._cache = self.step(x, state)
+        return self._public(new)
+
+    def backward(self, dstate):
+        """dstate: dh (B, H) [or (dh, dc)] -> (dx, dprev_state) in the same form."""
+        where = "%s.backward" % type(self).__name__
+        check_backward_ready(where, self._cache)
+        ds = self._dstate(where, dstate, self._cache[0].shape[0])
+        dx, dprev = self.step_backward(ds, self._cache)
+        return dx, self._public(dprev)
+
+
+class RNNCell(_Cell):
+    """Elman RNN cell h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (PyTorch nn.RNNCell).
+
+    Parameters: weight_ih (H, I), weight_hh (H, H), bias_ih (H,), bias_hh (H,).
+    forward(x (B, I), h (B, H) or None = zeros) -> h' (B, H).
+    backward(dh' (B, H)) -> (dx (B, I), dh (B, H)).
+    nonlinearity: "tanh" or "relu".
+    """
+
+    gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", rng=None,
+                 dtype=np.float32):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError("RNNCell: nonlinearity must be 'tanh' or 'relu', got %r"
+                             % (nonlinearity,))
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, rng, dtype)
+
+    def step(self, x, state):
+        (h,) = state
+        a = (_affine(x, self.params["weight_ih"], self._b("bias_ih"))
+             + _affine(h, self.params["weight_hh"], self._b("bias_hh")))      # (B, H)
+        h_new = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0)
+        return (h_new,), (x, h, h_new)
+
+    def step_backward(self, dstate, cache):
+        (dh_new,) = dstate
+        x, h, h_new = cache
+        # forward: h' = tanh(a)  ->  da = dh' * (1 - h'^2)      (relu: da = dh' * [h' > 0])
+        if self.nonlinearity == "tanh":
+            da = dh_new * (1 - h_new * h_new)
+        else:
+            da = dh_new * (h_new > 0)
+        # forward: a = x W_ih^T + b_ih + h W_hh^T + b_hh
+        #   ->  dW_ih += da^T x, dW_hh += da^T h, db += sum(da), dx = da W_ih, dh = da W_hh
+        self._accumulate(da, x, da, h)
+        dx = kernels.matmul(da, self.params["weight_ih"])
+        dh = kernels.matmul(da, self.params["weight_hh"])
+        return dx, (dh,)
+
+
+class LSTMCell(_Cell):
+    """LSTM cell (PyTorch nn.LSTMCell), gate order i, f, g, o.
+
+    Parameters: weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,);
+    rows [0:H] input gate, [H:2H] forget gate, [2H:3H] cell candidate,
+    [3H:4H] output gate.
+    forward(x (B, I), state (h, c) each (B, H), or None = zeros) -> (h', c').
+    backward((dh', dc')) -> (dx (B, I), (dh, dc)); dc' may be None (zeros).
+    """
+
+    gates = 4
+    n_states = 2
+
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
+        super().__init__(input_size, hidden_size, bias, rng, dtype)
+
+    def step(self, x, state):
+        h, c = state
+        H = self.hidden_size
+        z = (_affine(x, self.params["weight_ih"], self._b("bias_ih"))
+             + _affine(h, self.params["weight_hh"], self._b("bias_hh")))      # (B, 4H)
+        i = sigmoid(z[:, 0 * H:1 * H])                                        # (B, H)
+        f = sigmoid(z[:, 1 * H:2 * H])
+        g = np.tanh(z[:, 2 * H:3 * H])
+        o = sigmoid(z[:, 3 * H:4 * H])
+        c_new = f * c + i * g                                                 # (B, H)
+        tc = np.tanh(c_new)
+        h_new = o * tc                                                        # (B, H)
+        return (h_new, c_new), (x, h, c, i, f, g, o, tc)
+
+    def step_backward(self, dstate, cache):
+        dh_new, dc_new = dstate
+        x, h, c, i, f, g, o, tc = cache
+        ### BEGIN SOLUTION
+        # forward: h' = o * tanh(c')  ->  do = dh' * tanh(c'),  dc' += dh' * o * (1 - tanh(c')^2)
+        do = dh_new * tc
+        dc = dc_new + dh_new * o * (1 - tc * tc)
+        # forward: c' = f * c + i * g  ->  df = dc' * c,  dc_prev = dc' * f,  di = dc' * g,  dg = dc' * i
+        df = dc * c
+        dc_prev = dc * f
+        di = dc * g
+        dg = dc * i
+        # forward: i, f, o = sigmoid(z_i, z_f, z_o), g = tanh(z_g)
+        #   ->  dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
+        dz = np.concatenate([di * i * (1 - i), df * f * (1 - f),
+                             dg * (1 - g * g), do * o * (1 - o)], axis=1)    # (B, 4H)
+        # forward: z = x W_ih^T + b_ih + h W_hh^T + b_hh
+        #   ->  dW_ih += dz^T x, dW_hh += dz^T h, db += sum(dz), dx = dz W_ih, dh = dz W_hh
+        self._accumulate(dz, x, dz, h)
+        dx = kernels.matmul(dz, self.params["weight_ih"])
+        dh_prev = kernels.matmul(dz, self.params["weight_hh"])
+        ### END SOLUTION
+        return dx, (dh_prev, dc_prev)
+
+
+class GRUCell(_Cell):
+    """GRU cell (PyTorch nn.GRUCell), gate order r, z, n.
+
+    Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,);
+    rows [0:H] reset gate, [H:2H] update gate, [2H:3H] new-state candidate.
+    forward(x (B, I), h (B, H) or None = zeros) -> h' (B, H).
+    backward(dh' (B, H)) -> (dx (B, I), dh (B, H)).
+    """
+
+    gates = 3
+
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
+        super().__init__(input_size, hidden_size, bias, rng, dtype)
+
+    def step(self, x, state):
+        (h,) = state
+        H = self.hidden_size
+        gi = _affine(x, self.params["weight_ih"], self._b("bias_ih"))        # (B, 3H)
+        gh = _affine(h, self.params["weight_hh"], self._b("bias_hh"))        # (B, 3H)
+        r = sigmoid(gi[:, 0:H] + gh[:, 0:H])                                  # (B, H)
+        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        ghn = gh[:, 2 * H:3 * H]
+        n = np.tanh(gi[:, 2 * H:3 * H] + r * ghn)
+        h_new = (1 - z) * n + z * h                                           # (B, H)
+        return (h_new,), (x, h, r, z, n, ghn)
+
+    def step_backward(self, dstate, cache):
+        (dh_new,) = dstate
+        x, h, r, z, n, ghn = cache
+        # forward: h' = (1 - z) * n + z * h  ->  dn = dh'(1-z), dz = dh'(h-n), dh = dh' z
+        dn = dh_new * (1 - z)
+        dz = dh_new * (h - n)
+        dh_direct = dh_new * z
+        # forward: n = tanh(gi_n + r * gh_n)  ->  dan = dn (1-n^2), dgh_n = dan r, dr = dan gh_n
+        dan = dn * (1 - n * n)
+        dr = dan * ghn
+        # forward: r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z)
+        dar = dr * r * (1 - r)
+        daz = dz * z * (1 - z)
+        dgi = np.concatenate([dar, daz, dan], axis=1)                         # (B, 3H)
+        dgh = np.concatenate([dar, daz, dan * r], axis=1)                     # (B, 3H)
+        # forward: gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh
+        self._accumulate(dgi, x, dgh, h)
+        dx = kernels.matmul(dgi, self.params["weight_ih"])
+        dh = kernels.matmul(dgh, self.params["weight_hh"]) + dh_direct
+        return dx, (dh,)
+
+
+class _Recurrent(Layer):
+    """A cell run over a whole sequence, with BPTT.  Child layer: ``cell``."""
+
+    cell_class = None
+
+    def __init__(self, cell):
+        super().__init__()
+        self.add_layer("cell", cell)
+        self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
+        self._caches = None
+
+    def forward(self, x, state=None):
+        """x: (B, T, I), state: initial state or None -> (out (B, T, H), final state)."""
+        cell = self.layers["cell"]
+        where = "%s.forward" % type(self).__name__
+        x = as_float_input(where, "x", x, cell.params["weight_ih"].dtype, 3, self.input_size)
+        if x.ndim != 3:
+            raise ValueError("%s: x must be (batch, time, features), got shape %s"
+                             % (where, x.shape))
+        B, T, _ = x.shape
+        state = cell._state(where, state, B)
+        out = np.empty((B, T, self.hidden_size), x.dtype)
+        caches = []
+        for t in range(T):
+            state, cache = cell.step(x[:, t], state)      # state_t = cell(x_t, state_{t-1})
+            out[:, t] = state[0]                          # out_t = h_t
+            caches.append(cache)
+        self._caches = (caches, B, T)
+        return out, cell._public(state)
+
+    def backward(self, dout):
+        """dout: dL/dout (B, T, H), or a tuple (dout, dstate_final) (either may be None).
+
+        Returns (dx (B, T, I), dstate_initial) - the initial state's gradient
+        in the same form as the state.
+        """
+        cell = self.layers["cell"]
+        where = "%s.backward" % type(self).__name__
+        check_backward_ready(where, self._caches)
+        caches, B, T = self._caches
+        dfinal = None
+        if isinstance(dout, (tuple, list)):
+            if len(dout) != 2:
+                raise ValueError("%s: expected dout or (dout, dstate_final)" % where)
+            dout, dfinal = dout
+        dtype = cell.params["weight_ih"].dtype
+        if dout is not None:
+            dout = as_float_input(where, "dout", dout, dtype, 3)
+            if dout.shape != (B, T, self.hidden_size):
+                raise ValueError("%s: dout has shape %s, expected %s"
+                                 % (where, dout.shape, (B, T, self.hidden_size)))
+        dstate = cell._dstate(where, dfinal, B)
+        dx = np.empty((B, T, self.input_size), dtype)
+        ### BEGIN SOLUTION
+        for t in reversed(range(T)):
+            # forward: out_t = h_t  ->  dh_t += dout_t (the output's share, plus what
+            # step t+1 sent back through its state input, already in dstate)
+            if dout is not None:
+                dstate = (dstate[0] + dout[:, t],) + tuple(dstate[1:])
+            # forward: state_t = cell(x_t, state_{t-1})  ->  dx_t, dstate_{t-1}
+            dx[:, t], dstate = cell.step_backward(dstate, caches[t])
+        ### END SOLUTION
+        return dx, cell._public(dstate)
+
+    def initial_state(self, batch_size):
+        return self.layers["cell"]._public(self.layers["cell"].initial_state(batch_size))
+
+
+class RNN(_Recurrent):
+    """Elman RNN over a sequence (PyTorch nn.RNN, one layer, batch_first=True).
+
+    Parameters (in child ``cell``): cell.weight_ih (H, I), cell.weight_hh (H, H),
+    cell.bias_ih (H,), cell.bias_hh (H,).
+    forward(x (B, T, I), h0 (B, H) or None) -> (out (B, T, H), hT (B, H)).
+    backward(dout) or backward((dout, dhT)) -> (dx (B, T, I), dh0 (B, H)).
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", rng=None,
+                 dtype=np.float32):
+        super().__init__(RNNCell(input_size, hidden_size, bias, nonlinearity, rng, dtype))
+
+
+class LSTM(_Recurrent):
+    """LSTM over a sequence (PyTorch nn.LSTM, one layer, batch_first=True), gates i, f, g, o.
+
+    Parameters (in child ``cell``): cell.weight_ih (4H, I), cell.weight_hh (4H, H),
+    cell.bias_ih (4H,), cell.bias_hh (4H,).
+    forward(x (B, T, I), state (h0, c0) each (B, H), or None)
+        -> (out (B, T, H), (hT, cT)).
+    backward(dout) or backward((dout, (dhT, dcT))) -> (dx, (dh0, dc0)).
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
+        super().__init__(LSTMCell(input_size, hidden_size, bias, rng, dtype))
+
+
+class GRU(_Recurrent):
+    """GRU over a sequence (PyTorch nn.GRU, one layer, batch_first=True), gates r, z, n.
+
+    Parameters (in child ``cell``): cell.weight_ih (3H, I), cell.weight_hh (3H, H),
+    cell.bias_ih (3H,), cell.bias_hh (3H,).
+    forward(x (B, T, I), h0 (B, H) or None) -> (out (B, T, H), hT (B, H)).
+    backward(dout) or backward((dout, dhT)) -> (dx (B, T, I), dh0 (B, H)).
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
+        super().__init__(GRUCell(input_size, hidden_size, bias, rng, dtype))
