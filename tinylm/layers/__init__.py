@@ -6,8 +6,12 @@ from tinylm.layers.activations import Tanh, Sigmoid, ReLU, GELU, erf, sigmoid
 from tinylm.layers.losses import Softmax, SoftmaxCrossEntropy, MSELoss, softmax, log_softmax
 from tinylm.layers.norm import LayerNorm, Dropout
 from tinylm.layers.rnn import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU
+from tinylm.layers.attention import (ScaledDotProductAttention, MultiHeadAttention,
+                                    AdditiveAttention, DotProductAttention)
 
 __all__ = ["Layer", "Linear", "Embedding", "Sequential", "Tanh", "Sigmoid", "ReLU", "GELU",
            "erf", "sigmoid", "Softmax", "SoftmaxCrossEntropy", "MSELoss", "softmax",
            "log_softmax", "LayerNorm", "Dropout",
-           "RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
+           "RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU",
+           "ScaledDotProductAttention", "MultiHeadAttention", "AdditiveAttention",
+           "DotProductAttention"]
