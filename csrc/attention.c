@@ -1,66 +1,704 @@
-/* PLACEHOLDER (correct, slow): replaced by the flash-style tiled kernel. */
+/* Fused scaled-dot-product attention, forward and backward ("flash" style).
+ *
+ * For one (batch*head) problem, with q: (tq, d), k, v: (tk, d):
+ *
+ *     S = scale * q k^T                      (tq, tk)   scores
+ *     P = softmax(S) row by row              (tq, tk)   probabilities
+ *     o = P v                                (tq, d)    output
+ *     lse[i] = log sum_j exp(S[i, j])        (tq,)      saved for the backward
+ *
+ * Causal masking is bottom-right aligned: key j is visible to query i iff
+ * j <= i + (tk - tq).  A query row with no visible key gets o = 0, lse = -inf
+ * and zero gradients.  The NumPy specification is attention_reference /
+ * attention_backward_reference in tinylm/kernels.py.
+ *
+ * The (tq, tk) matrices S and P are never stored whole.  The work is cut into
+ * tiles of BQ query rows by BK keys that live in a small per-thread scratch:
+ *
+ *   forward   one task per (bh, query block).  Walk over the key blocks with an
+ *             ONLINE SOFTMAX: keep, per row, the running max m and running sum
+ *             l = sum_j exp(S[i, j] - m) and an unnormalised accumulator
+ *             acc = sum_j exp(S[i, j] - m) v[j].  When a new block raises the
+ *             max from m to m', everything so far is rescaled by exp(m - m').
+ *             At the end o = acc / l and lse = m + log(l).
+ *
+ *   backward  recomputes P = exp(S - lse) tile by tile, with
+ *             delta[i] = sum_x dout[i, x] o[i, x]   (= rowsum(dP * P)),
+ *                 dv = P^T dout        dP = dout v^T
+ *                 dS = P * (dP - delta)
+ *                 dq = scale * dS k    dk = scale * dS^T q
+ *             Two kinds of task, each owning the rows it writes, so no two
+ *             threads ever add into the same memory (no atomics, and results
+ *             do not depend on the number of threads):
+ *               (bh, key block)   -> dk, dv rows of that key block
+ *               (bh, query block) -> dq rows of that query block
+ *             Each recomputes the P tiles it needs (one extra q k^T product
+ *             compared with a scheme that adds dq with atomics).
+ *
+ * Causal tiles that are entirely masked are never visited.  Threads: OpenMP
+ * over the tasks, dynamic schedule (causal tasks have unequal sizes).
+ *
+ * The arithmetic lives in two tile kernels, vectorised with GCC/Clang vector
+ * extensions (TL_VBYTES wide, see common.h), and one vector exp():
+ *   tile_scores  C = alpha * A B^T   for a row block A (user memory) and a
+ *                transposed copy BT of the other block (scratch):  S and dP
+ *   tile_axpy    C += P B            row by row, each row over its own range
+ *                of columns, so masked keys are never even read
+ *   vexp         exp() by range reduction and a Taylor polynomial
+ * User arrays are only read with scalar loads or copied into 64-byte aligned
+ * scratch first, so their alignment (8/16 bytes from NumPy) does not matter.
+ * No -ffast-math anywhere: NaN and inf propagate.
+ *
+ * This file is compiled once but instantiates its typed part twice (float
+ * and double): the part after "#else" below is included from this same file
+ * with `real`, `vec`, `VL` and FN() defined for each type.
+ */
+#ifndef TL_ATTN_TYPED_PART
+
 #include <math.h>
+#include <string.h>
 #include "tinylm.h"
 #include "common.h"
 
-#define DEFINE_ATTN(FWD, BWD, T, EXP, LOG)                                          \
-int FWD(int64_t bh, int64_t tq, int64_t tk, int64_t d, T scale, int causal,        \
-        const T *q, const T *k, const T *v, T *o, T *lse, int nthreads) {           \
-    (void)nthreads;                                                                 \
-    T *s = (T *)tl_alloc(sizeof(T) * (size_t)(tk > 0 ? tk : 1));                   \
-    if (!s) return TL_ENOMEM;                                                       \
-    for (int64_t b = 0; b < bh; b++)                                                \
-    for (int64_t i = 0; i < tq; i++) {                                              \
-        const T *qi = q + (b * tq + i) * d; T *oi = o + (b * tq + i) * d;          \
-        int64_t jmax = causal ? i + (tk - tq) + 1 : tk;                             \
-        if (jmax > tk) jmax = tk;                                                   \
-        T mx = -INFINITY;                                                           \
-        for (int64_t j = 0; j < jmax; j++) {                                        \
-            T acc = 0; const T *kj = k + (b * tk + j) * d;                          \
-            for (int64_t x = 0; x < d; x++) acc += qi[x] * kj[x];                   \
-            s[j] = acc * scale; if (s[j] > mx) mx = s[j];                           \
-        }                                                                           \
-        for (int64_t x = 0; x < d; x++) oi[x] = 0;                                  \
-        if (jmax <= 0) { lse[b * tq + i] = -INFINITY; continue; }                   \
-        T sum = 0;                                                                  \
-        for (int64_t j = 0; j < jmax; j++) { s[j] = EXP(s[j] - mx); sum += s[j]; }  \
-        for (int64_t j = 0; j < jmax; j++) {                                        \
-            const T *vj = v + (b * tk + j) * d; T p = s[j] / sum;                   \
-            for (int64_t x = 0; x < d; x++) oi[x] += p * vj[x];                     \
-        }                                                                           \
-        lse[b * tq + i] = mx + LOG(sum);                                            \
-    }                                                                               \
-    tl_free(s);                                                                     \
-    return TL_OK;                                                                   \
-}                                                                                   \
-int BWD(int64_t bh, int64_t tq, int64_t tk, int64_t d, T scale, int causal,        \
-        const T *q, const T *k, const T *v, const T *o, const T *dout,              \
-        const T *lse, T *dq, T *dk, T *dv, int nthreads) {                          \
-    (void)nthreads;                                                                 \
-    for (int64_t x = 0; x < bh * tq * d; x++) dq[x] = 0;                            \
-    for (int64_t x = 0; x < bh * tk * d; x++) { dk[x] = 0; dv[x] = 0; }             \
-    for (int64_t b = 0; b < bh; b++)                                                \
-    for (int64_t i = 0; i < tq; i++) {                                              \
-        const T *qi = q + (b * tq + i) * d, *oi = o + (b * tq + i) * d;             \
-        const T *doi = dout + (b * tq + i) * d; T *dqi = dq + (b * tq + i) * d;     \
-        int64_t jmax = causal ? i + (tk - tq) + 1 : tk;                             \
-        if (jmax > tk) jmax = tk;                                                   \
-        T delta = 0;                                                                \
-        for (int64_t x = 0; x < d; x++) delta += doi[x] * oi[x];                    \
-        for (int64_t j = 0; j < jmax; j++) {                                        \
-            const T *kj = k + (b * tk + j) * d, *vj = v + (b * tk + j) * d;         \
-            T acc = 0, dp = 0;                                                      \
-            for (int64_t x = 0; x < d; x++) { acc += qi[x] * kj[x]; dp += doi[x] * vj[x]; } \
-            T p = EXP(acc * scale - lse[b * tq + i]);                               \
-            T ds = p * (dp - delta) * scale;                                        \
-            T *dkj = dk + (b * tk + j) * d, *dvj = dv + (b * tk + j) * d;           \
-            for (int64_t x = 0; x < d; x++) {                                       \
-                dvj[x] += p * doi[x]; dqi[x] += ds * kj[x]; dkj[x] += ds * qi[x];   \
-            }                                                                       \
-        }                                                                           \
-    }                                                                               \
-    return TL_OK;                                                                   \
+/* Tile sizes.  64 is a multiple of 4 vectors for every vector width we
+ * build for (4 floats on SSE/NEON ... 16 floats on AVX-512), which the tile
+ * kernels rely on for their column blocks. */
+#define BQ 64  /* query rows per tile */
+#define BK 64  /* keys per tile */
+
+#define TL_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return min64(max64(x, lo), hi); }
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
-DEFINE_ATTN(tl_attn_fwd_f32, tl_attn_bwd_f32, float, expf, logf)
-DEFINE_ATTN(tl_attn_fwd_f64, tl_attn_bwd_f64, double, exp, log)
+/* Carve `bytes` (rounded up to 64) out of a scratch buffer at *offset.
+ * With base == NULL it only counts, which is how scratch sizes are measured. */
+static void *carve(unsigned char *base, size_t *offset, size_t bytes) {
+    void *p = base ? (void *)(base + *offset) : NULL;
+    *offset += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+/* ---- float instantiation ---------------------------------------------- */
+#define TL_ATTN_TYPED_PART
+#define real float
+#define VL (TL_VBYTES / 4)                     /* lanes per vector */
+typedef float tl_vf32 __attribute__((vector_size(TL_VBYTES)));
+typedef uint32_t tl_vu32 __attribute__((vector_size(TL_VBYTES)));
+#define vec tl_vf32
+#define uvec tl_vu32
+#define FN(name) name##_f32
+#define SCALAR_EXP expf
+#define SCALAR_LOG logf
+/* vexp: 2^n scaling via the exponent bits of a float */
+#define EXP_LO (-87.0f)          /* exp(-87) = 1.6e-38 is still a normal float */
+#define EXP_HI (88.0f)           /* exp(88) = 1.7e38 < FLT_MAX */
+#define EXP_MAGIC 12582912.0f    /* 1.5 * 2^23: adding it rounds to an integer */
+#define EXP_MAGIC_BITS 0x4B400000u
+#define EXP_BIAS 127u
+#define EXP_MANT_BITS 23
+#define EXP_LN2_HI 0.693359375f  /* ln 2 = LN2_HI + LN2_LO (Cody-Waite) */
+#define EXP_LN2_LO (-2.12194440e-4f)
+#define EXP_DEGREE 7             /* Taylor degree: error < 1e-8 on |r| <= ln2/2 */
+#include "attention.c"
+#undef real
+#undef VL
+#undef vec
+#undef uvec
+#undef FN
+#undef SCALAR_EXP
+#undef SCALAR_LOG
+#undef EXP_LO
+#undef EXP_HI
+#undef EXP_MAGIC
+#undef EXP_MAGIC_BITS
+#undef EXP_BIAS
+#undef EXP_MANT_BITS
+#undef EXP_LN2_HI
+#undef EXP_LN2_LO
+#undef EXP_DEGREE
+
+/* ---- double instantiation --------------------------------------------- */
+#define real double
+#define VL (TL_VBYTES / 8)
+typedef double tl_vf64 __attribute__((vector_size(TL_VBYTES)));
+typedef uint64_t tl_vu64 __attribute__((vector_size(TL_VBYTES)));
+#define vec tl_vf64
+#define uvec tl_vu64
+#define FN(name) name##_f64
+#define SCALAR_EXP exp
+#define SCALAR_LOG log
+#define EXP_LO (-708.0)          /* exp(-708) = 3.3e-308 is still a normal double */
+#define EXP_HI (709.0)           /* exp(709) = 8.2e307 < DBL_MAX */
+#define EXP_MAGIC 6755399441055744.0  /* 1.5 * 2^52 */
+#define EXP_MAGIC_BITS 0x4338000000000000ull
+#define EXP_BIAS 1023ull
+#define EXP_MANT_BITS 52
+#define EXP_LN2_HI 6.93147180369123816490e-01
+#define EXP_LN2_LO 1.90821492927058770002e-10
+#define EXP_DEGREE 13            /* error < 1e-17 on |r| <= ln2/2 */
+#include "attention.c"
+
+#else /* ================= typed part: `real` is float or double ============ */
+
+/* ---- vector helpers ----------------------------------------------------- */
+
+/* Loads and stores through memcpy: correct for any alignment, and a single
+ * vector move once compiled. */
+TL_ALWAYS_INLINE vec FN(vload)(const real *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+TL_ALWAYS_INLINE void FN(vstore)(real *p, vec v) { memcpy(p, &v, sizeof v); }
+TL_ALWAYS_INLINE vec FN(vsplat)(real x) { return (vec){0} + x; }
+
+/* Lane-wise  mask ? a : b,  where mask lanes are all ones or all zeros. */
+TL_ALWAYS_INLINE vec FN(vselect)(uvec mask, vec a, vec b) {
+    return (vec)(((uvec)a & mask) | ((uvec)b & ~mask));
+}
+
+/* Lane-wise max that keeps NaN: a NaN in either argument gives NaN, as
+ * np.max does.  (A plain `b > a ? b : a` would drop a NaN in b.) */
+TL_ALWAYS_INLINE vec FN(vmax_nan)(vec a, vec b) {
+    uvec take_b = (uvec)(b > a) | (uvec)(b != b);
+    return FN(vselect)(take_b, b, a);
+}
+
+static inline real FN(hsum)(vec v) {
+    real s = 0;
+    for (int i = 0; i < VL; i++) s += v[i];
+    return s;
+}
+
+static inline real FN(hmax_nan)(vec v) {
+    real m = v[0];
+    for (int i = 1; i < VL; i++)
+        if (v[i] > m || v[i] != v[i]) m = v[i];
+    return m;
+}
+
+/* exp(x), lane by lane.
+ *   x = n ln2 + r  with n = round(x / ln2) an integer and |r| <= ln2 / 2,
+ *   exp(x) = 2^n * exp(r),
+ *   exp(r) ~ 1 + r + r^2/2! + ... + r^D/D!   (Horner; D = EXP_DEGREE),
+ *   2^n is built directly in the exponent bits.
+ * x < EXP_LO gives 0 (instead of a subnormal), x > EXP_HI gives +inf, NaN
+ * stays NaN.  Relative error ~1 ulp in between.  No float->int conversion
+ * is used: n is read out of the bits of x/ln2 + 1.5*2^MANT_BITS. */
+TL_ALWAYS_INLINE vec FN(vexp)(vec x) {
+    const vec lo = FN(vsplat)(EXP_LO), hi = FN(vsplat)(EXP_HI);
+    uvec under = (uvec)(x < lo), over = (uvec)(x > hi);
+    vec xc = FN(vselect)(under, lo, FN(vselect)(over, hi, x)); /* NaN passes */
+    /* n = round(x / ln2): adding 1.5*2^MANT rounds away the fraction */
+    vec t = xc * (real)1.44269504088896340736 + EXP_MAGIC;
+    vec n = t - EXP_MAGIC;
+    /* r = x - n ln2, in two steps so that n * LN2_HI is exact */
+    vec r = (xc - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    /* exp(r) by Horner: p = 1/D!; p = p r + 1/(D-1)!; ... ; p = p r + 1 */
+    static const double inv_fact[14] = {
+        1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+        1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+        1.0 / 479001600, 1.0 / 6227020800.0};
+    vec p = FN(vsplat)((real)inv_fact[EXP_DEGREE]);
+    for (int i = EXP_DEGREE - 1; i >= 0; i--) p = p * r + (real)inv_fact[i];
+    /* 2^n: integer n sits in the low bits of t; move n + bias into the exponent */
+    uvec two_n = ((uvec)t - EXP_MAGIC_BITS + EXP_BIAS) << EXP_MANT_BITS;
+    vec e = p * (vec)two_n;
+    e = FN(vselect)(under, FN(vsplat)(0), e);
+    return FN(vselect)(over, FN(vsplat)((real)INFINITY), e);
+}
+
+/* ---- tile kernel 1: scores ---------------------------------------------- */
+
+/* One register block: for NR (1 or 2) rows r and 4 vectors of columns,
+ *     C[r, 0 : 4VL] = alpha * sum_x A[r, x] * BT[x, 0 : 4VL]
+ * A: NR rows with stride lda (user memory; scalar loads, broadcast)
+ * BT: (d, ldb) scratch, row x holds element x of each column's vector. */
+TL_ALWAYS_INLINE void FN(scores_block)(const int NR, int64_t d, real alpha,
+                                       const real *A, int64_t lda,
+                                       const real *BT, int64_t ldb,
+                                       real *C, int64_t ldc) {
+    vec acc[2][4];
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < 4; u++) acc[r][u] = (vec){0};
+    for (int64_t x = 0; x < d; x++) {
+        const real *b = BT + x * ldb;
+        vec b0 = FN(vload)(b), b1 = FN(vload)(b + VL),
+            b2 = FN(vload)(b + 2 * VL), b3 = FN(vload)(b + 3 * VL);
+        for (int r = 0; r < NR; r++) {
+            real a = A[r * lda + x];
+            acc[r][0] += a * b0; acc[r][1] += a * b1;
+            acc[r][2] += a * b2; acc[r][3] += a * b3;
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < 4; u++) FN(vstore)(C + r * ldc + u * VL, alpha * acc[r][u]);
+}
+
+/* C = alpha * A B^T  as a (R, NC) tile:
+ *     C[r, c] = alpha * sum_x A[r, x] * BT[x, c]        r < R, c < NC
+ * A: (R, d) rows of a user array (row stride lda)
+ * BT: (d, NC) transposed copy of B, NC a multiple of 4 vectors
+ * C: (R, NC) scratch.  Each C element sums x = 0 .. d-1 in order. */
+static void FN(tile_scores)(int64_t R, int64_t NC, int64_t d, real alpha,
+                            const real *A, int64_t lda, const real *BT, real *C) {
+    for (int64_t c0 = 0; c0 < NC; c0 += 4 * VL) {   /* 4-vector column block */
+        int64_t r = 0;
+        for (; r + 2 <= R; r += 2)
+            FN(scores_block)(2, d, alpha, A + r * lda, lda, BT + c0, NC, C + r * NC + c0, NC);
+        if (r < R)
+            FN(scores_block)(1, d, alpha, A + r * lda, lda, BT + c0, NC, C + r * NC + c0, NC);
+    }
+}
+
+/* ---- tile kernel 2: accumulate P B ---------------------------------------- */
+
+/* One register block: for NR rows and NV vectors of columns,
+ *     C[r, 0 : NV*VL] += sum_{c = lo .. hi-1} P[r, c] * B[c, 0 : NV*VL] */
+TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int64_t hi,
+                                     const real *P, int64_t ldp,
+                                     const real *B, int64_t ldb,
+                                     real *C, int64_t ldc) {
+    vec acc[2][4];
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = FN(vload)(C + r * ldc + u * VL);
+    for (int64_t c = lo; c < hi; c++) {
+        vec b[4];
+        for (int u = 0; u < NV; u++) b[u] = FN(vload)(B + c * ldb + u * VL);
+        for (int r = 0; r < NR; r++) {
+            real p = P[r * ldp + c];
+            for (int u = 0; u < NV; u++) acc[r][u] += p * b[u];
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NV; u++) FN(vstore)(C + r * ldc + u * VL, acc[r][u]);
+}
+
+/* NR rows over the column range [lo, hi), all of C's dp columns. */
+TL_ALWAYS_INLINE void FN(axpy_rows)(const int NR, int64_t lo, int64_t hi, int64_t dp,
+                                    const real *P, int64_t ldp, const real *B, real *C) {
+    if (lo >= hi) return;
+    int64_t x0 = 0;
+    for (; x0 + 4 * VL <= dp; x0 += 4 * VL)
+        FN(axpy_block)(NR, 4, lo, hi, P, ldp, B + x0, dp, C + x0, dp);
+    for (; x0 < dp; x0 += VL)
+        FN(axpy_block)(NR, 1, lo, hi, P, ldp, B + x0, dp, C + x0, dp);
+}
+
+/* C += P B, each row over its own range of P's columns:
+ *     C[r, :] += sum_{c = lo[r] .. hi[r]-1} P[r, c] * B[c, :]      r < R
+ * P: (R, ldp) scratch   B: (*, dp) scratch   C: (R, dp) scratch, dp a
+ * multiple of VL.  Rows are done in pairs (two rows share each load of B);
+ * every row still adds its terms in increasing c, as a lone row would. */
+static void FN(tile_axpy)(int64_t R, int64_t dp, const int64_t *lo, const int64_t *hi,
+                          const real *P, int64_t ldp, const real *B, real *C) {
+    int64_t r = 0;
+    for (; r + 2 <= R; r += 2) {
+        const real *P0 = P + r * ldp, *P1 = P0 + ldp;
+        real *C0 = C + r * dp, *C1 = C0 + dp;
+        int64_t a = max64(lo[r], lo[r + 1]), z = min64(hi[r], hi[r + 1]);
+        if (a >= z) {   /* no common columns: one row at a time */
+            FN(axpy_rows)(1, lo[r], hi[r], dp, P0, ldp, B, C0);
+            FN(axpy_rows)(1, lo[r + 1], hi[r + 1], dp, P1, ldp, B, C1);
+            continue;
+        }
+        FN(axpy_rows)(1, lo[r], a, dp, P0, ldp, B, C0);      /* before the common part */
+        FN(axpy_rows)(1, lo[r + 1], a, dp, P1, ldp, B, C1);
+        FN(axpy_rows)(2, a, z, dp, P0, ldp, B, C0);          /* both rows */
+        FN(axpy_rows)(1, z, hi[r], dp, P0, ldp, B, C0);      /* after it */
+        FN(axpy_rows)(1, z, hi[r + 1], dp, P1, ldp, B, C1);
+    }
+    if (r < R) FN(axpy_rows)(1, lo[r], hi[r], dp, P + r * ldp, ldp, B, C + r * dp);
+}
+
+/* ---- copies into scratch ------------------------------------------------- */
+
+/* XT[x, c] = X[c, x] for c < n (n rows of length d, user memory); XT is (d, ld).
+ * Columns n .. ld-1 are left as they are (never used). */
+static void FN(copy_transposed)(int64_t n, int64_t d, const real *X, real *XT, int64_t ld) {
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t x = 0; x < d; x++) XT[x * ld + c] = X[c * d + x];
+}
+
+/* Xp[c, 0:d] = X[c, 0:d] for c < n; Xp has dp >= d columns whose padding
+ * d .. dp-1 stays zero (the scratch is zeroed once, and never written there). */
+static void FN(copy_padded)(int64_t n, int64_t d, int64_t dp, const real *X, real *Xp) {
+    for (int64_t c = 0; c < n; c++) memcpy(Xp + c * dp, X + c * d, sizeof(real) * (size_t)d);
+}
+
+/* ======================= forward ======================================== */
+
+typedef struct {
+    real *kt;   /* (d, BK)   K block, transposed          */
+    real *vp;   /* (BK, dp)  V block, padded               */
+    real *s;    /* (BQ, BK)  scores, then probabilities     */
+    real *acc;  /* (BQ, dp)  unnormalised output rows       */
+    real *m;    /* (BQ,)     running row max                */
+    real *l;    /* (BQ,)     running row sum of exp(S - m)  */
+    int64_t *hi;/* (BQ,)     visible keys of the block, per row */
+} FN(fwd_scratch);
+
+static size_t FN(fwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(fwd_scratch) *sc) {
+    size_t off = 0;
+    sc->kt = (real *)carve(base, &off, sizeof(real) * (size_t)(d * BK));
+    sc->vp = (real *)carve(base, &off, sizeof(real) * (size_t)(BK * dp));
+    sc->s = (real *)carve(base, &off, sizeof(real) * BQ * BK);
+    sc->acc = (real *)carve(base, &off, sizeof(real) * (size_t)(BQ * dp));
+    sc->m = (real *)carve(base, &off, sizeof(real) * BQ);
+    sc->l = (real *)carve(base, &off, sizeof(real) * BQ);
+    sc->hi = (int64_t *)carve(base, &off, sizeof(int64_t) * BQ);
+    return off;
+}
+
+/* Forward for query rows i0 .. i0+R-1 of one (batch*head) problem.
+ * q, o: (tq, d)   k, v: (tk, d)   lse: (tq,)   (already offset to the problem) */
+static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
+                          int64_t dp, real scale, int causal,
+                          const real *q, const real *k, const real *v,
+                          real *o, real *lse, int64_t i0, int64_t R) {
+    const int64_t shift = tk - tq;           /* causal: key j visible iff j <= i + shift */
+    const real neg_inf = (real)-INFINITY;
+    real *S = sc->s, *acc = sc->acc, *m = sc->m, *l = sc->l;
+    for (int64_t r = 0; r < R; r++) {
+        m[r] = neg_inf;                      /* max over nothing */
+        l[r] = 0;
+        memset(acc + r * dp, 0, sizeof(real) * (size_t)dp);
+    }
+    /* Keys from j_end on are invisible to every row of the block: skip them. */
+    const int64_t j_end = causal ? clamp64(i0 + R + shift, 0, tk) : tk;
+
+    for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
+        const int64_t C = min64(BK, tk - j0);            /* keys in this block */
+        FN(copy_transposed)(C, d, k + j0 * d, sc->kt, BK);
+        FN(copy_padded)(C, d, dp, v + j0 * d, sc->vp);
+
+        /* S[r, c] = scale * q[i0+r] . k[j0+c]                      (R, BK) */
+        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, sc->kt, S);
+
+        for (int64_t r = 0; r < R; r++) {
+            real *Sr = S + r * BK;
+            /* n = number of visible keys of this block for row i0 + r */
+            int64_t n = causal ? clamp64(i0 + r + shift + 1 - j0, 0, C) : C;
+            for (int64_t c = n; c < BK; c++) Sr[c] = neg_inf;  /* mask the rest */
+            sc->hi[r] = 0;
+            if (n == 0) continue;
+            const int64_t nvec = (n + VL - 1) / VL;        /* vectors covering 0 .. n-1 */
+
+            /* m' = max(m, max_c S[r, c]) */
+            vec vm = FN(vsplat)(m[r]);
+            for (int64_t u = 0; u < nvec; u++) vm = FN(vmax_nan)(vm, FN(vload)(Sr + u * VL));
+            real m_new = FN(hmax_nan)(vm);
+            if (m_new == neg_inf) continue;   /* every score so far is -inf: P = 0 */
+
+            /* P[r, c] = exp(S[r, c] - m')  (masked lanes: exp(-inf) = 0),
+             * block_sum = sum_c P[r, c] */
+            vec vsum = (vec){0}, vmn = FN(vsplat)(m_new);
+            for (int64_t u = 0; u < nvec; u++) {
+                vec p = FN(vexp)(FN(vload)(Sr + u * VL) - vmn);
+                FN(vstore)(Sr + u * VL, p);
+                vsum += p;
+            }
+
+            /* Rescale what was accumulated under the old max:
+             *   l = exp(m - m') l + block_sum,   acc = exp(m - m') acc      */
+            real alpha = SCALAR_EXP(m[r] - m_new);   /* m = -inf (first block): 0 */
+            l[r] = alpha * l[r] + FN(hsum)(vsum);
+            if (alpha != 1) {
+                vec va = FN(vsplat)(alpha);
+                real *ar = acc + r * dp;
+                for (int64_t x = 0; x < dp; x += VL) FN(vstore)(ar + x, va * FN(vload)(ar + x));
+            }
+            m[r] = m_new;
+            sc->hi[r] = n;
+        }
+        /* acc[r, :] += sum_{c < n_r} P[r, c] v[j0 + c, :] */
+        static const int64_t zeros[BQ];
+        FN(tile_axpy)(R, dp, zeros, sc->hi, S, BK, sc->vp, acc);
+    }
+
+    /* o = acc / l,  lse = m + log(l);  a row that saw no key: o = 0, lse = -inf */
+    for (int64_t r = 0; r < R; r++) {
+        real *orow = o + (i0 + r) * d;
+        const real *ar = acc + r * dp;
+        if (m[r] == neg_inf) {
+            for (int64_t x = 0; x < d; x++) orow[x] = 0;
+            lse[i0 + r] = neg_inf;
+        } else {
+            for (int64_t x = 0; x < d; x++) orow[x] = ar[x] / l[r];
+            lse[i0 + r] = m[r] + SCALAR_LOG(l[r]);
+        }
+    }
+}
+
+int FN(tl_attn_fwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, int causal,
+                    const real *q, const real *k, const real *v,
+                    real *o, real *lse, int nthreads) {
+    (void)nthreads;   /* used by the OpenMP pragma; a serial build ignores it */
+    if (bh < 0 || tq < 0 || tk < 0 || d < 0) return TL_EINVAL;
+    const int64_t dp = (d + VL - 1) / VL * VL;      /* d padded to whole vectors */
+    const int64_t nqb = (tq + BQ - 1) / BQ;         /* query blocks per problem */
+    const int64_t ntasks = bh * nqb;
+    if (ntasks == 0) return TL_OK;
+    int nt = TL_NTHREADS(nthreads);
+    if (nt < 1) nt = 1;
+    if ((int64_t)nt > ntasks) nt = (int)ntasks;
+
+    FN(fwd_scratch) layout;
+    const size_t per_thread = FN(fwd_layout)(NULL, d, dp, &layout);
+    unsigned char *scratch = (unsigned char *)tl_alloc(per_thread * (size_t)nt);
+    if (scratch == NULL) return TL_ENOMEM;
+    memset(scratch, 0, per_thread * (size_t)nt);
+
+#pragma omp parallel num_threads(nt)
+    {
+        FN(fwd_scratch) sc;
+        FN(fwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, &sc);
+        /* Heaviest causal blocks (the last query blocks) first. */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntasks; t++) {
+            const int64_t b = t / nqb, qb = nqb - 1 - t % nqb;
+            const int64_t i0 = qb * BQ, R = min64(BQ, tq - i0);
+            FN(fwd_block)(&sc, tq, tk, d, dp, scale, causal,
+                          q + b * tq * d, k + b * tk * d, v + b * tk * d,
+                          o + b * tq * d, lse + b * tq, i0, R);
+        }
+    }
+    tl_free(scratch);
+    return TL_OK;
+}
+
+/* ======================= backward ======================================= */
+
+typedef struct {
+    /* dk/dv task: one key block against all query blocks that can see it */
+    real *qt;      /* (d, BQ)   Q block, transposed              */
+    real *dot;     /* (d, BQ)   dout block, transposed           */
+    real *qp;      /* (BQ, dp)  Q block, padded                  */
+    real *dop;     /* (BQ, dp)  dout block, padded               */
+    real *pt;      /* (BK, BQ)  S^T, then P^T                    */
+    real *dst;     /* (BK, BQ)  dP^T, then dS^T                  */
+    real *dk_acc;  /* (BK, dp)  sum_i dS[i, j] q[i]              */
+    real *dv_acc;  /* (BK, dp)  sum_i P[i, j] dout[i]            */
+    real *lse_t;   /* (BQ,)     lse of the query block           */
+    real *delta_t; /* (BQ,)     delta of the query block         */
+    uvec *keep;    /* (BQ/VL,)  lanes of queries with lse > -inf */
+    int64_t *lo;   /* (BK,)     first visible query, per key     */
+    int64_t *hi;   /* (BK,)     */
+    /* dq task: one query block against all visible key blocks */
+    real *kt;      /* (d, BK)   K block, transposed              */
+    real *vt;      /* (d, BK)   V block, transposed              */
+    real *kp;      /* (BK, dp)  K block, padded                  */
+    real *s;       /* (BQ, BK)  S, then P                        */
+    real *dps;     /* (BQ, BK)  dP, then dS                      */
+    real *dq_acc;  /* (BQ, dp)  sum_j dS[i, j] k[j]              */
+    int64_t *n;    /* (BQ,)     visible keys of the block, per row */
+} FN(bwd_scratch);
+
+static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(bwd_scratch) *sc) {
+    size_t off = 0;
+    const size_t tile_d = sizeof(real) * (size_t)(d * BQ);   /* BQ == BK */
+    const size_t tile_dp = sizeof(real) * (size_t)(BQ * dp);
+    sc->qt = (real *)carve(base, &off, tile_d);
+    sc->dot = (real *)carve(base, &off, tile_d);
+    sc->qp = (real *)carve(base, &off, tile_dp);
+    sc->dop = (real *)carve(base, &off, tile_dp);
+    sc->pt = (real *)carve(base, &off, sizeof(real) * BK * BQ);
+    sc->dst = (real *)carve(base, &off, sizeof(real) * BK * BQ);
+    sc->dk_acc = (real *)carve(base, &off, tile_dp);
+    sc->dv_acc = (real *)carve(base, &off, tile_dp);
+    sc->lse_t = (real *)carve(base, &off, sizeof(real) * BQ);
+    sc->delta_t = (real *)carve(base, &off, sizeof(real) * BQ);
+    sc->keep = (uvec *)carve(base, &off, sizeof(real) * BQ);
+    sc->lo = (int64_t *)carve(base, &off, sizeof(int64_t) * BK);
+    sc->hi = (int64_t *)carve(base, &off, sizeof(int64_t) * BK);
+    sc->kt = (real *)carve(base, &off, tile_d);
+    sc->vt = (real *)carve(base, &off, tile_d);
+    sc->kp = (real *)carve(base, &off, tile_dp);
+    sc->s = (real *)carve(base, &off, sizeof(real) * BQ * BK);
+    sc->dps = (real *)carve(base, &off, sizeof(real) * BQ * BK);
+    sc->dq_acc = (real *)carve(base, &off, tile_dp);
+    sc->n = (int64_t *)carve(base, &off, sizeof(int64_t) * BQ);
+    return off;
+}
+
+/* dk, dv for keys j0 .. j0+C-1 of one problem, summing over every query
+ * block that can see them.  Works on transposed tiles (keys are rows):
+ *     S^T[c, r]  = scale * k[j0+c] . q[i0+r]
+ *     P^T[c, r]  = exp(S^T[c, r] - lse[i0+r])
+ *     dP^T[c, r] = v[j0+c] . dout[i0+r]
+ *     dS^T[c, r] = P^T[c, r] * (dP^T[c, r] - delta[i0+r])
+ *     dv[j0+c] += sum_r P^T[c, r] dout[i0+r]
+ *     dk[j0+c] += sum_r dS^T[c, r] q[i0+r]        (times scale at the end) */
+static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
+                          int64_t dp, real scale, int causal,
+                          const real *q, const real *k, const real *v,
+                          const real *dout, const real *lse, const real *delta,
+                          real *dk, real *dv, int64_t j0, int64_t C) {
+    const int64_t shift = tk - tq;            /* key j visible to query i iff i >= j - shift */
+    memset(sc->dk_acc, 0, sizeof(real) * (size_t)(C * dp));
+    memset(sc->dv_acc, 0, sizeof(real) * (size_t)(C * dp));
+    /* Queries before i_start see none of these keys: start at its block. */
+    const int64_t i_start = causal ? clamp64(j0 - shift, 0, tq) : 0;
+
+    for (int64_t i0 = i_start / BQ * BQ; i0 < tq; i0 += BQ) {
+        const int64_t R = min64(BQ, tq - i0);              /* queries in this block */
+        FN(copy_transposed)(R, d, q + i0 * d, sc->qt, BQ);
+        FN(copy_transposed)(R, d, dout + i0 * d, sc->dot, BQ);
+        FN(copy_padded)(R, d, dp, q + i0 * d, sc->qp);
+        FN(copy_padded)(R, d, dp, dout + i0 * d, sc->dop);
+        real *keep_lanes = (real *)sc->keep;
+        for (int64_t r = 0; r < BQ; r++) {
+            const int valid = r < R && lse[i0 + r] != (real)-INFINITY;
+            sc->lse_t[r] = r < R ? lse[i0 + r] : 0;
+            sc->delta_t[r] = r < R ? delta[i0 + r] : 0;
+            /* all-ones bits where the query has a key at all (P = 0 rows otherwise) */
+            memset(keep_lanes + r, valid ? 0xff : 0, sizeof(real));
+        }
+
+        /* S^T = scale * k q^T   and   dP^T = v dout^T                  (C, BQ) */
+        FN(tile_scores)(C, BQ, d, scale, k + j0 * d, d, sc->qt, sc->pt);
+        FN(tile_scores)(C, BQ, d, 1, v + j0 * d, d, sc->dot, sc->dst);
+
+        for (int64_t c = 0; c < C; c++) {
+            /* visible queries of key j0+c in this block: r in [lo, R) */
+            const int64_t lo = causal ? clamp64(j0 + c - shift - i0, 0, R) : 0;
+            sc->lo[c] = lo;
+            sc->hi[c] = R;
+            real *Pc = sc->pt + c * BQ, *dSc = sc->dst + c * BQ;
+            for (int64_t u = lo / VL; u * VL < R; u++) {
+                vec p = FN(vexp)(FN(vload)(Pc + u * VL) - FN(vload)(sc->lse_t + u * VL));
+                p = FN(vselect)(sc->keep[u], p, FN(vsplat)(0));
+                vec dpv = FN(vload)(dSc + u * VL);
+                FN(vstore)(Pc + u * VL, p);
+                FN(vstore)(dSc + u * VL, p * (dpv - FN(vload)(sc->delta_t + u * VL)));
+            }
+        }
+        /* dv_acc += P^T dout,   dk_acc += dS^T q   (each key over its visible queries) */
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->pt, BQ, sc->dop, sc->dv_acc);
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->dst, BQ, sc->qp, sc->dk_acc);
+    }
+
+    for (int64_t c = 0; c < C; c++) {
+        real *dkrow = dk + (j0 + c) * d, *dvrow = dv + (j0 + c) * d;
+        const real *ka = sc->dk_acc + c * dp, *va = sc->dv_acc + c * dp;
+        for (int64_t x = 0; x < d; x++) {
+            dkrow[x] = scale * ka[x];
+            dvrow[x] = va[x];
+        }
+    }
+}
+
+/* dq for queries i0 .. i0+R-1 of one problem, summing over visible key blocks:
+ *     S[r, c]  = scale * q[i0+r] . k[j0+c]      P = exp(S - lse[i0+r])
+ *     dP[r, c] = dout[i0+r] . v[j0+c]           dS = P * (dP - delta[i0+r])
+ *     dq[i0+r] += sum_c dS[r, c] k[j0+c]        (times scale at the end) */
+static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
+                         int64_t dp, real scale, int causal,
+                         const real *q, const real *k, const real *v,
+                         const real *dout, const real *lse, const real *delta,
+                         real *dq, int64_t i0, int64_t R) {
+    const int64_t shift = tk - tq;
+    memset(sc->dq_acc, 0, sizeof(real) * (size_t)(R * dp));
+    const int64_t j_end = causal ? clamp64(i0 + R + shift, 0, tk) : tk;
+
+    for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
+        const int64_t C = min64(BK, tk - j0);
+        FN(copy_transposed)(C, d, k + j0 * d, sc->kt, BK);
+        FN(copy_transposed)(C, d, v + j0 * d, sc->vt, BK);
+        FN(copy_padded)(C, d, dp, k + j0 * d, sc->kp);
+
+        /* S = scale * q k^T   and   dP = dout v^T                       (R, BK) */
+        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, sc->kt, sc->s);
+        FN(tile_scores)(R, BK, d, 1, dout + i0 * d, d, sc->vt, sc->dps);
+
+        for (int64_t r = 0; r < R; r++) {
+            const real l = lse[i0 + r];
+            /* visible keys of this block: c in [0, n); none if the row has no key */
+            int64_t n = causal ? clamp64(i0 + r + shift + 1 - j0, 0, C) : C;
+            if (l == (real)-INFINITY) n = 0;
+            sc->n[r] = n;
+            const vec vl = FN(vsplat)(l), vdelta = FN(vsplat)(delta[i0 + r]);
+            real *Sr = sc->s + r * BK, *dSr = sc->dps + r * BK;
+            for (int64_t u = 0; u * VL < n; u++) {
+                vec p = FN(vexp)(FN(vload)(Sr + u * VL) - vl);
+                FN(vstore)(dSr + u * VL, p * (FN(vload)(dSr + u * VL) - vdelta));
+            }
+        }
+        /* dq_acc += dS k */
+        static const int64_t zeros[BQ];
+        FN(tile_axpy)(R, dp, zeros, sc->n, sc->dps, BK, sc->kp, sc->dq_acc);
+    }
+
+    for (int64_t r = 0; r < R; r++) {
+        real *dqrow = dq + (i0 + r) * d;
+        const real *a = sc->dq_acc + r * dp;
+        for (int64_t x = 0; x < d; x++) dqrow[x] = scale * a[x];
+    }
+}
+
+int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, int causal,
+                    const real *q, const real *k, const real *v,
+                    const real *o, const real *dout, const real *lse,
+                    real *dq, real *dk, real *dv, int nthreads) {
+    (void)nthreads;   /* used by the OpenMP pragma; a serial build ignores it */
+    if (bh < 0 || tq < 0 || tk < 0 || d < 0) return TL_EINVAL;
+    const int64_t dp = (d + VL - 1) / VL * VL;
+    const int64_t nqb = (tq + BQ - 1) / BQ, nkb = (tk + BK - 1) / BK;
+    /* Tasks 0 .. bh*nkb-1: (bh, key block) -> dk, dv.
+     * Tasks bh*nkb .. end:  (bh, query block) -> dq. */
+    const int64_t n_kv = bh * nkb, ntasks = n_kv + bh * nqb;
+    if (ntasks == 0) return TL_OK;
+    int nt = TL_NTHREADS(nthreads);
+    if (nt < 1) nt = 1;
+    if ((int64_t)nt > ntasks) nt = (int)ntasks;
+
+    FN(bwd_scratch) layout;
+    const size_t per_thread = FN(bwd_layout)(NULL, d, dp, &layout);
+    const size_t delta_bytes = sizeof(real) * (size_t)(bh * tq) + 64;
+    unsigned char *scratch = (unsigned char *)tl_alloc(per_thread * (size_t)nt + delta_bytes);
+    if (scratch == NULL) return TL_ENOMEM;
+    memset(scratch, 0, per_thread * (size_t)nt);
+    real *delta = (real *)(scratch + per_thread * (size_t)nt);   /* (bh, tq) */
+
+#pragma omp parallel num_threads(nt)
+    {
+        FN(bwd_scratch) sc;
+        FN(bwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, &sc);
+
+        /* delta[i] = sum_x dout[i, x] * o[i, x]   for every query row */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < bh * tq; i++) {
+            real s = 0;
+            for (int64_t x = 0; x < d; x++) s += dout[i * d + x] * o[i * d + x];
+            delta[i] = s;
+        }
+        /* (implicit barrier: delta is complete) */
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntasks; t++) {
+            if (t < n_kv) {   /* first key blocks first: with causal they see the most queries */
+                const int64_t b = t / nkb, j0 = (t % nkb) * BK;
+                FN(dkv_block)(&sc, tq, tk, d, dp, scale, causal,
+                              q + b * tq * d, k + b * tk * d, v + b * tk * d,
+                              dout + b * tq * d, lse + b * tq, delta + b * tq,
+                              dk + b * tk * d, dv + b * tk * d, j0, min64(BK, tk - j0));
+            } else {          /* last query blocks first: they see the most keys */
+                const int64_t u = t - n_kv, b = u / nqb, i0 = (nqb - 1 - u % nqb) * BQ;
+                FN(dq_block)(&sc, tq, tk, d, dp, scale, causal,
+                             q + b * tq * d, k + b * tk * d, v + b * tk * d,
+                             dout + b * tq * d, lse + b * tq, delta + b * tq,
+                             dq + b * tq * d, i0, min64(BQ, tq - i0));
+            }
+        }
+    }
+    tl_free(scratch);
+    return TL_OK;
+}
+
+#endif /* TL_ATTN_TYPED_PART */
