@@ -1,0 +1,299 @@
+"""tinylm.kernels.matmul: the C kernel against its NumPy reference, and the
+argument checks every backend shares.
+
+The C kernel (csrc/matmul.c) cuts the problem into blocks - MR x NR register
+tiles, MC x KC blocks of A, KC x NC blocks of B - so the shapes tested sit on
+each side of every block edge.  Tests that need the C extension are skipped
+(with the reason) when it is not built; the validation tests run on every
+available backend.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import assert_close
+from tinylm import kernels
+
+requires_c = pytest.mark.skipif(not kernels.c_available(),
+                                reason="tinylm's C extension is not built")
+
+DTYPES = (np.float32, np.float64)
+TRANSPOSES = ((False, False), (False, True), (True, False), (True, True))
+
+# --------------------------------------------------------------------------
+# The block sizes of csrc/matmul.c, for this build's vector width.
+# --------------------------------------------------------------------------
+_VBYTES = {"avx512f": 64, "avx2+fma": 32, "avx": 32}
+MR, KC = 6, 256
+MC = {np.float32: 144, np.float64: 72}
+
+
+def _nr(dtype):
+    simd = kernels.info().get("simd", "generic")
+    return 2 * _VBYTES.get(simd, 16) // np.dtype(dtype).itemsize
+
+
+def edge_sizes(dtype):
+    """Sizes on both sides of every block edge, per dimension."""
+    nr, mc, nc = _nr(dtype), MC[dtype], 256 * _nr(dtype)
+    return {
+        "m": [1, 2, MR - 1, MR, MR + 1, 2 * MR + 1, mc - 1, mc, mc + 1, 2 * mc + 1],
+        "n": [1, 3, nr - 1, nr, nr + 1, 2 * nr + 3, nc - 1, nc, nc + 1],
+        "k": [1, 2, 7, KC - 1, KC, KC + 1, 2 * KC + 1],
+    }
+
+
+def operands(rng, m, n, k, ta, tb, dtype):
+    """a stored (m, k) or (k, m); b stored (k, n) or (n, k)."""
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    return a, b
+
+
+@pytest.fixture
+def threads():
+    """Set the kernel thread count inside a test; restored afterwards."""
+    old = kernels._NUM_THREADS
+    yield kernels.set_num_threads
+    kernels._NUM_THREADS = old
+
+
+def check_against_reference(rng, m, n, k, ta, tb, dtype, accumulate):
+    a, b = operands(rng, m, n, k, ta, tb, dtype)
+    out0 = rng.standard_normal((m, n)).astype(dtype)
+    expected = kernels.matmul_reference(a, b, ta, tb, out0.copy(), accumulate)
+    with kernels.backend("c"):
+        if accumulate:
+            got = out0.copy()
+            ret = kernels.matmul(a, b, ta, tb, out=got, accumulate=True)
+            assert ret is got
+        else:
+            got = kernels.matmul(a, b, ta, tb)
+    assert got.dtype == np.dtype(dtype) and got.shape == (m, n)
+    assert_close(got, expected, k, "m=%d n=%d k=%d trans=%s,%s acc=%s %s"
+                 % (m, n, k, ta, tb, accumulate, np.dtype(dtype).name))
+
+
+# --------------------------------------------------------------------------
+# C kernel == reference
+# --------------------------------------------------------------------------
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("dim", ["m", "n", "k"])
+def test_block_edges(dim, dtype):
+    """Each dimension across every block edge, the other two moderate and
+    ragged; all 4 transposes, overwrite and accumulate."""
+    rng = np.random.default_rng(7)
+    for size in edge_sizes(dtype)[dim]:
+        shape = {"m": 13, "n": _nr(dtype) + 3, "k": 37}
+        shape[dim] = size
+        for ta, tb in TRANSPOSES:
+            for acc in (False, True):
+                check_against_reference(rng, shape["m"], shape["n"], shape["k"],
+                                        ta, tb, dtype, acc)
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_larger_than_one_block_everywhere(dtype, nthreads, threads):
+    """Several row blocks, two k slices and ragged edges in one product, so the
+    threads share packed B blocks and accumulate across k slices."""
+    threads(nthreads)
+    rng = np.random.default_rng(3)
+    m, n, k = 2 * MC[dtype] + 5, 3 * _nr(dtype) + 1, KC + 9
+    for ta, tb in TRANSPOSES:
+        check_against_reference(rng, m, n, k, ta, tb, dtype, accumulate=True)
+
+
+@requires_c
+@given(m=st.one_of(st.integers(1, 70), st.sampled_from([143, 145, 150])),
+       n=st.one_of(st.integers(1, 70), st.sampled_from([127, 129])),
+       k=st.one_of(st.integers(1, 70), st.sampled_from([255, 257, 300])),
+       ta=st.booleans(), tb=st.booleans(), accumulate=st.booleans(),
+       dtype=st.sampled_from(DTYPES), nthreads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_shapes(m, n, k, ta, tb, accumulate, dtype, nthreads, seed):
+    old = kernels._NUM_THREADS
+    kernels.set_num_threads(nthreads)
+    try:
+        check_against_reference(np.random.default_rng(seed), m, n, k, ta, tb, dtype,
+                                accumulate)
+    finally:
+        kernels._NUM_THREADS = old
+
+
+@requires_c
+def test_small_m_splits_columns_between_threads(threads):
+    """Fewer rows than one register tile per thread: the columns are shared."""
+    threads(2)
+    rng = np.random.default_rng(11)
+    for m in (1, 3, 7):
+        check_against_reference(rng, m, 700, 150, False, True, np.float32, False)
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_one_vs_two_threads_agree(dtype, threads):
+    rng = np.random.default_rng(5)
+    a, b = operands(rng, 301, 203, 517, True, False, dtype)
+    with kernels.backend("c"):
+        threads(1)
+        one = kernels.matmul(a, b, trans_a=True)
+        threads(2)
+        two = kernels.matmul(a, b, trans_a=True)
+    assert_close(two, one, 517, "1 vs 2 threads")
+
+
+@requires_c
+def test_deterministic_run_to_run(threads):
+    threads(2)
+    rng = np.random.default_rng(9)
+    a, b = operands(rng, 290, 333, 600, False, True, np.float32)
+    with kernels.backend("c"):
+        first = kernels.matmul(a, b, trans_b=True)
+        for _ in range(3):
+            again = kernels.matmul(a, b, trans_b=True)
+            assert np.array_equal(first.view(np.uint32), again.view(np.uint32))
+
+
+# --------------------------------------------------------------------------
+# Layouts: views are copied or passed with the transpose flag flipped
+# --------------------------------------------------------------------------
+
+def _both_backends():
+    return kernels.available_backends()
+
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_non_contiguous_views_give_the_right_result(name):
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((40, 50))
+    views = {
+        "transposed": (big[:30, :20].T.copy().T, big[:20, :35]),   # F-contiguous a
+        "strided rows": (big[::2, :20], big[:20, ::2]),
+        "strided cols": (big[:7, ::3], big[1:18:1, 5:40:3]),
+        "reversed": (big[::-1, :20], big[:20, ::-1][:, :9]),
+    }
+    with kernels.backend(name):
+        for label, (a, b) in views.items():
+            assert_close(kernels.matmul(a, b), a @ b, a.shape[1], label)
+            assert_close(kernels.matmul(b, a, trans_a=True, trans_b=True),
+                         b.T @ a.T, a.shape[1], label + " (trans)")
+
+
+@pytest.mark.parametrize("name", _both_backends())
+@pytest.mark.parametrize("shape", [(0, 5, 4), (4, 0, 5), (4, 5, 0), (0, 0, 0)])
+def test_zero_size_dimensions(name, shape):
+    m, n, k = shape
+    a, b = np.ones((m, k)), np.ones((k, n))
+    with kernels.backend(name):
+        c = kernels.matmul(a, b)
+        assert c.shape == (m, n) and c.dtype == np.float64
+        assert np.all(c == 0)
+        out = np.full((m, n), 3.0)
+        kernels.matmul(a, b, out=out, accumulate=True)      # adds an empty sum
+        assert np.all(out == 3.0)
+        kernels.matmul(a, b, out=out)                       # overwrites with zeros
+        assert np.all(out == 0)
+
+
+# --------------------------------------------------------------------------
+# NaN and inf propagate; "overwrite" never reads the old output
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", _both_backends())
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_nan_and_inf_propagate(name, dtype):
+    m, n, k = 20, 37, 300
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    a[3, 100] = np.nan                  # row 3 of C is all NaN
+    a[:, 250] = 0
+    b[250, 5] = np.nan                  # 0 * NaN = NaN: column 5 all NaN
+    b[260, 9] = np.inf                  # inf in column 9, times A's column 260
+    with kernels.backend(name):
+        c = kernels.matmul(a, b)
+    expected = kernels.matmul_reference(a, b)
+    assert np.array_equal(np.isnan(c), np.isnan(expected))
+    assert np.isnan(c[3]).all() and np.isnan(c[:, 5]).all()
+    assert np.array_equal(np.isposinf(c), np.isposinf(expected))
+    assert np.array_equal(np.isneginf(c), np.isneginf(expected))
+    assert np.isinf(c[:, 9][np.arange(m) != 3]).all()
+    finite = np.isfinite(expected)
+    assert_close(c[finite], expected[finite], k)
+
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_overwrite_ignores_nan_already_in_out(name):
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((50, 70)), rng.standard_normal((70, 33))
+    out = np.full((50, 33), np.nan)
+    with kernels.backend(name):
+        kernels.matmul(a, b, out=out)
+    assert np.isfinite(out).all()
+    assert_close(out, a @ b, 70)
+
+
+# --------------------------------------------------------------------------
+# Bad input: a clear exception, whatever the backend
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_bad_input_is_a_clear_error(name):
+    f32 = np.ones((3, 4), np.float32)
+    f64 = np.ones((4, 2))
+    with kernels.backend(name):
+        with pytest.raises(TypeError, match="dtype int64"):
+            kernels.matmul(np.ones((3, 4), np.int64), np.ones((4, 2), np.int64))
+        with pytest.raises(TypeError, match="float16"):
+            kernels.matmul(np.ones((3, 4), np.float16), np.ones((4, 2), np.float16))
+        with pytest.raises(TypeError, match="share one dtype"):
+            kernels.matmul(f32, f64)
+        with pytest.raises(TypeError, match="numpy array"):
+            kernels.matmul([[1.0, 2.0]], f64)
+        with pytest.raises(ValueError, match="inner dimensions differ"):
+            kernels.matmul(np.ones((3, 5)), f64)
+        with pytest.raises(ValueError, match="inner dimensions differ"):
+            kernels.matmul(np.ones((3, 4)), f64, trans_b=True)
+        with pytest.raises(ValueError, match="2-D"):
+            kernels.matmul(np.ones(4), f64)
+        with pytest.raises(ValueError, match="2-D"):
+            kernels.matmul(np.ones((2, 3, 4)), f64)
+        with pytest.raises(ValueError, match="accumulate=True needs out"):
+            kernels.matmul(np.ones((3, 4)), f64, accumulate=True)
+
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_bad_out_is_a_clear_error(name):
+    a, b = np.ones((3, 4)), np.ones((4, 2))
+    with kernels.backend(name):
+        with pytest.raises(ValueError, match="out has shape"):
+            kernels.matmul(a, b, out=np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="out has shape"):
+            kernels.matmul(a, b, out=np.zeros((3, 2), np.float32))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            kernels.matmul(a, b, out=np.zeros((2, 3)).T)
+        ro = np.zeros((3, 2))
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="writable"):
+            kernels.matmul(a, b, out=ro)
+        # out aliasing an input, also through a view of the same buffer
+        sq = np.ones((3, 3))
+        with pytest.raises(ValueError, match="overlaps an input"):
+            kernels.matmul(sq, np.ones((3, 3)), out=sq)
+        buf = np.ones((3, 6))
+        out = buf.reshape(-1)[:9].reshape(3, 3)     # C-contiguous, inside buf
+        with pytest.raises(ValueError, match="overlaps an input"):
+            kernels.matmul(np.ones((3, 3)), buf[:, :3], out=out)
+        assert np.all(ro == 0)
+
+
+def test_dimension_too_large_for_c_int():
+    """2**31 rows, without allocating them: a zero-stride view."""
+    a = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(2**31, 1), strides=(0, 0))
+    with pytest.raises(ValueError, match="too large"):
+        kernels.matmul(a, np.ones((1, 1)))
