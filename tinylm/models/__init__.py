@@ -32,6 +32,7 @@ from collections.abc import Mapping
 # name -> "module:ConfigClass:ModelClass"
 _REGISTRY = {
     "gpt": "tinylm.models.gpt:GPTConfig:GPT",
+    "ngram": "tinylm.models.ngram:NGramConfig:NGramLM",
 }
 
 
