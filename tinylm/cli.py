@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "info": ("tinylm.commands.info", "version, backend, SIMD, OpenMP, threads, NumPy's BLAS"),
     "lesson": ("tinylm.commands.lesson", "list the lessons, or run one: tinylm lesson 04_2 --fast"),
+    "assignment": ("tinylm.commands.assignment", "assignments: list, make a kit, check, submit, grade"),
 }
 
 

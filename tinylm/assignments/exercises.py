@@ -1,0 +1,374 @@
+"""The exercises: what the grader asks a student's code to compute.
+
+An exercise drives one task's functions on inputs chosen by the caller and
+returns plain arrays.  The SAME function runs in two places:
+
+* in the grader's own process, on the grader's tinylm (the reference), and
+* in a sandboxed subprocess, on a tree where the task's functions are the
+  student's (``tinylm.assignments.sandbox``),
+
+and the grader compares the two sets of arrays (:func:`grade`).  Nothing here
+contains a solution: an exercise only builds a layer, sets its parameters to
+the given arrays, calls forward and backward and collects what came out.
+
+Each exercise has
+
+* ``make_inputs(rng) -> {name: array}`` (float64 / int64 arrays),
+* ``run(inputs) -> {name: array}``,
+* ``checks``: ``[(check name, weight, [output-key prefixes])]`` - the parts
+  of the task that earn points,
+* ``public``: whether expected outputs may be shipped in the student kit
+  (False for "find the bug": the expected gradients would give away which
+  backward is broken; the kit checks those with the student's own
+  numerical gradient instead, see :func:`self_check`).
+"""
+
+import traceback
+
+import numpy as np
+
+RTOL = 1e-7      # relative error allowed between a student's array and the reference
+FLOOR = 1e-2     # ... with this floor (see tinylm.gradcheck.relative_error)
+
+
+class Exercise:
+    def __init__(self, name, make_inputs, run, checks, public=True, grade=None):
+        self.name, self.make_inputs, self.run = name, make_inputs, run
+        self.checks, self.public = checks, public
+        self._grade = grade
+
+
+EXERCISES = {}
+
+
+def _register(name, checks, public=True, grade=None):
+    def deco(fn_pair):
+        make_inputs, run = fn_pair()
+        EXERCISES[name] = Exercise(name, make_inputs, run, checks, public, grade)
+        return fn_pair
+    return deco
+
+
+def run(name, inputs):
+    """Run exercise ``name`` on ``inputs`` with whatever tinylm is importable."""
+    return EXERCISES[name].run(dict(inputs))
+
+
+def _case(inputs, prefix):
+    """The inputs of one case: keys 'prefix.k' -> 'k'."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in inputs.items() if k.startswith(p)}
+
+
+def _r(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+# --------------------------------------------------------------------------
+# Assignment 1: backprop by hand
+# --------------------------------------------------------------------------
+
+@_register("linear_backward", [("dx", 4, ["dx"]), ("dweight and dbias", 6, ["dweight", "dbias"])])
+def _linear():
+    def make_inputs(rng):
+        d = {}
+        for c, lead, (i, o) in (("c0", (2, 3), (4, 5)), ("c1", (6,), (3, 3))):
+            d.update({c + ".x": _r(rng, *lead, i), c + ".weight": _r(rng, o, i),
+                      c + ".bias": _r(rng, o), c + ".dy": _r(rng, *lead, o),
+                      # gradients already in the layer: backward must ADD to them
+                      c + ".weight_grad0": _r(rng, o, i), c + ".bias_grad0": _r(rng, o)})
+        return d
+
+    def run(inputs):
+        from tinylm.layers import Linear
+        out = {}
+        for c in ("c0", "c1"):
+            a = _case(inputs, c)
+            o, i = a["weight"].shape
+            layer = Linear(i, o, dtype=np.float64)
+            layer.params["weight"][...] = a["weight"]
+            layer.params["bias"][...] = a["bias"]
+            layer.grads["weight"][...] = a["weight_grad0"]
+            layer.grads["bias"][...] = a["bias_grad0"]
+            layer.forward(a["x"])
+            out["dx." + c] = layer.backward(a["dy"])
+            out["dweight." + c] = layer.grads["weight"]
+            out["dbias." + c] = layer.grads["bias"]
+        return out
+    return make_inputs, run
+
+
+@_register("softmax_ce_backward", [("dlogits", 1, ["dlogits"])])
+def _softmax_ce():
+    def make_inputs(rng):
+        d = {}
+        for c, lead, V in (("c0", (3, 4), 6), ("c1", (5,), 3)):
+            t = rng.integers(0, V, lead)
+            t.reshape(-1)[0] = -100                      # one ignored target
+            d.update({c + ".logits": 3 * _r(rng, *lead, V), c + ".targets": t,
+                      c + ".dout": np.array(rng.uniform(0.5, 2.0))})
+        return d
+
+    def run(inputs):
+        from tinylm.layers import SoftmaxCrossEntropy
+        out = {}
+        for c in ("c0", "c1"):
+            a = _case(inputs, c)
+            loss = SoftmaxCrossEntropy(ignore_index=-100)
+            loss.forward(a["logits"], a["targets"])
+            out["dlogits." + c] = loss.backward(float(a["dout"]))
+        return out
+    return make_inputs, run
+
+
+@_register("layernorm_backward", [("dx", 5, ["dx"]), ("dweight and dbias", 5, ["dweight", "dbias"])])
+def _layernorm():
+    def make_inputs(rng):
+        D = 5
+        return {"x": 2 * _r(rng, 2, 3, D) + 1, "weight": _r(rng, D), "bias": _r(rng, D),
+                "dy": _r(rng, 2, 3, D), "weight_grad0": _r(rng, D), "bias_grad0": _r(rng, D),
+                "x_plain": _r(rng, 4, D), "dy_plain": _r(rng, 4, D)}
+
+    def run(a):
+        from tinylm.layers import LayerNorm
+        D = a["weight"].shape[0]
+        ln = LayerNorm(D, dtype=np.float64)
+        ln.params["weight"][...] = a["weight"]
+        ln.params["bias"][...] = a["bias"]
+        ln.grads["weight"][...] = a["weight_grad0"]
+        ln.grads["bias"][...] = a["bias_grad0"]
+        ln.forward(a["x"])
+        out = {"dx.affine": ln.backward(a["dy"]),
+               "dweight": ln.grads["weight"], "dbias": ln.grads["bias"]}
+        plain = LayerNorm(D, elementwise_affine=False, dtype=np.float64)
+        plain.forward(a["x_plain"])
+        out["dx.plain"] = plain.backward(a["dy_plain"])
+        return out
+    return make_inputs, run
+
+
+@_register("activations_backward", [("Tanh", 1, ["tanh"]), ("Sigmoid", 1, ["sigmoid"]),
+                                    ("GELU (erf)", 1, ["gelu_none"]),
+                                    ("GELU (tanh)", 1, ["gelu_tanh"])])
+def _activations():
+    def make_inputs(rng):
+        return {"x": 2 * _r(rng, 3, 4), "dy": _r(rng, 3, 4)}
+
+    def run(a):
+        from tinylm.layers import GELU, Sigmoid, Tanh
+        out = {}
+        for key, layer in (("tanh", Tanh()), ("sigmoid", Sigmoid()),
+                           ("gelu_none", GELU("none")), ("gelu_tanh", GELU("tanh"))):
+            layer.forward(a["x"])
+            out[key + ".dx"] = layer.backward(a["dy"])
+        return out
+    return make_inputs, run
+
+
+# --------------------------------------------------------------------------
+# Assignment 4: gradient checking
+# --------------------------------------------------------------------------
+
+def _test_function(a, b, c):
+    """f(x) = sum(a sin x) + sum(b x^3) + c (sum x)^2: entries are coupled."""
+    def f(x):
+        return float(np.sum(a * np.sin(x)) + np.sum(b * x ** 3) + c * np.sum(x) ** 2)
+    return f
+
+
+@_register("numerical_gradient", [("all entries", 6, ["grad", "x_after"]),
+                                  ("selected indices", 4, ["grad_idx"])])
+def _numgrad():
+    def make_inputs(rng):
+        return {"x": _r(rng, 2, 3, 2), "a": _r(rng, 2, 3, 2), "b": _r(rng, 2, 3, 2),
+                "c": np.array(rng.uniform(0.1, 1.0)),
+                "idx": rng.choice(12, 4, replace=False)}
+
+    def run(a):
+        from tinylm.gradcheck import numerical_gradient
+        f = _test_function(a["a"], a["b"], float(a["c"]))
+        x = a["x"].copy()
+        grad = numerical_gradient(f, x)
+        return {"grad": np.asarray(grad), "x_after": x,
+                "grad_idx": np.asarray(numerical_gradient(f, a["x"].copy(),
+                                                          indices=[int(i) for i in a["idx"]]))}
+    return make_inputs, run
+
+
+def _bughunt_grade(got, expected):
+    """Two checks: the exact set of broken letters; the broken ones fixed."""
+    from tinylm.assignments import bughunt
+    results = []
+    truth = expected["broken"]
+    if "broken" not in got:
+        results.append(("which are broken", 0.0, "broken_candidates() failed: %s"
+                        % _error_text(got, "broken")))
+    elif got["broken"].shape == truth.shape and np.array_equal(got["broken"], truth):
+        results.append(("which are broken", 1.0, "the set of broken candidates is right"))
+    else:
+        results.append(("which are broken", 0.0, "the set of broken candidates is not right"))
+    broken = [c for c, b in zip(bughunt.CANDIDATES, truth) if b]
+    fixed, lines = 0, []
+    for c in bughunt.CANDIDATES:
+        keys = sorted(k for k in expected if k.startswith(c + "."))
+        oks = [compare(k, got.get(k), expected[k], got) for k in keys]
+        bad = [m for ok, m in oks if not ok]
+        if not bad:
+            fixed += c in broken
+            lines.append("fixed_backward_%s: right" % c)
+        else:
+            lines.append("fixed_backward_%s: %s" % (c, bad[0]))
+    msg = "%d of %d broken backward passes fixed\n%s" % (fixed, len(broken), "\n".join(lines))
+    results.append(("the fixes", fixed / max(1, len(broken)), msg))
+    return results
+
+
+@_register("find_the_bug", [("which are broken", 4, None), ("the fixes", 6, None)],
+           public=False, grade=_bughunt_grade)
+def _bughunt():
+    def make_inputs(rng):
+        from tinylm.assignments import bughunt
+        d = {}
+        for c in bughunt.CANDIDATES:
+            ins = bughunt.make_inputs(c, rng, n=int(rng.integers(2, 5)))
+            d.update({"%s.in.%s" % (c, k): v for k, v in ins.items()})
+            out, _ = bughunt.FORWARD[c](**ins)
+            d["%s.dout" % c] = _r(rng, *out.shape)
+        return d
+
+    def run(inputs):
+        from tinylm.assignments import bughunt
+        out = {}
+        try:
+            broken = bughunt.broken_candidates()
+            out["broken"] = np.array([c in broken for c in bughunt.CANDIDATES], np.uint8)
+        except Exception:
+            out["broken.error"] = np.array(traceback.format_exc(limit=-1).strip())
+        for c in bughunt.CANDIDATES:
+            ins = _case(inputs, c + ".in")
+            _, cache = bughunt.FORWARD[c](**ins)
+            try:
+                grads = bughunt.FIXED[c](inputs[c + ".dout"], cache)
+                for k, v in dict(grads).items():
+                    out["%s.%s" % (c, k)] = np.asarray(v)
+            except Exception:
+                out[c + ".error"] = np.array(traceback.format_exc(limit=-1).strip())
+        return out
+    return make_inputs, run
+
+
+# --------------------------------------------------------------------------
+# Comparing and grading
+# --------------------------------------------------------------------------
+
+def _error_text(got, key):
+    for k in (key + ".error", key.split(".")[0] + ".error"):
+        if k in got:
+            return str(got[k])
+    return "no value returned"
+
+
+def _fmt_index(index):
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def compare(name, got, expected, all_got=None):
+    """(ok, message) for one array; the message says what to fix."""
+    if got is None:
+        return False, "%s: %s" % (name, _error_text(all_got or {}, name))
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        return False, "%s has shape %s, expected %s" % (name, got.shape, expected.shape)
+    if got.dtype != expected.dtype:
+        return False, "%s has dtype %s, expected %s" % (name, got.dtype, expected.dtype)
+    if expected.dtype.kind not in "fc":
+        bad = np.argwhere(got != expected)
+        if bad.size:
+            i = tuple(bad[0])
+            return False, "%s%s is %s, expected %s" % (name, _fmt_index(i), got[i], expected[i])
+        return True, "%s: right" % name
+    from tinylm.gradcheck import relative_error
+    gn, en = np.isnan(got), np.isnan(expected)
+    wrong_nan = gn != en
+    if wrong_nan.any():
+        i = tuple(np.argwhere(wrong_nan)[0])
+        return False, ("%s%s is %s, expected %s (%d entries are NaN where they should not "
+                       "be, or the other way round)" % (name, _fmt_index(i), got[i],
+                                                        expected[i], int(wrong_nan.sum())))
+    if np.isinf(got).any() and not np.isinf(expected).any():
+        i = tuple(np.argwhere(np.isinf(got))[0])
+        return False, "%s%s is %s, expected %s" % (name, _fmt_index(i), got[i], expected[i])
+    with np.errstate(invalid="ignore"):
+        err = np.where(en, 0.0, relative_error(got, expected, FLOOR))
+    err = np.nan_to_num(err, nan=np.inf)
+    if expected.size == 0 or err.max() <= RTOL:
+        return True, "%s: right" % name
+    i = tuple(int(v) for v in np.unravel_index(int(np.argmax(err)), err.shape))
+    return False, ("%s%s: yours %.8g, expected %.8g (relative error %.2e; %d of %d entries "
+                   "are off by more than %g)" % (name, _fmt_index(i), got[i], expected[i],
+                                                 err[i], int((err > RTOL).sum()), err.size, RTOL))
+
+
+def grade(name, got, expected):
+    """[(check name, fraction in [0, 1], message)] for exercise ``name``.
+
+    got: the student's outputs (a dict of arrays), expected: the reference's.
+    """
+    ex = EXERCISES[name]
+    if ex._grade is not None:
+        return ex._grade(got, expected)
+    results = []
+    for check, _, prefixes in ex.checks:
+        keys = sorted(k for k in expected
+                      if any(k == p or k.startswith(p + ".") for p in prefixes))
+        msgs = [compare(k, got.get(k), expected[k], got) for k in keys]
+        bad = [m for ok, m in msgs if not ok]
+        results.append((check, 0.0 if bad else 1.0, bad[0] if bad else "right"))
+    return results
+
+
+def self_check(name, inputs, outputs):
+    """The kit's check for a non-public exercise (find the bug).
+
+    Uses the student's OWN ``numerical_gradient``: every fixed backward is
+    compared with central differences of L = sum(dout * forward(inputs)).
+    Returns [(check, ok, message)].
+    """
+    if name != "find_the_bug":
+        raise ValueError("no self check for %r" % name)
+    from tinylm.assignments import bughunt
+    from tinylm.gradcheck import numerical_gradient, relative_error
+    res = []
+    if "broken" in outputs:
+        res.append(("which are broken", True, "broken_candidates() returned %s (the grader "
+                    "checks whether that set is right)" % "".join(
+                        c for c, b in zip(bughunt.CANDIDATES, outputs["broken"]) if b)))
+    else:
+        res.append(("which are broken", False, _error_text(outputs, "broken")))
+    for c in bughunt.CANDIDATES:
+        ins = _case(inputs, c + ".in")
+        dout = inputs[c + ".dout"]
+        if c + ".error" in outputs:
+            res.append(("fixed_backward_" + c, False, str(outputs[c + ".error"])))
+            continue
+        problems = []
+        for k, x0 in ins.items():
+            mine = outputs.get("%s.%s" % (c, k))
+            if mine is None:
+                problems.append("no gradient for %r" % k)
+                continue
+
+            def L(x, k=k):
+                return float(np.sum(dout * bughunt.FORWARD[c](**dict(ins, **{k: x}))[0]))
+            num = numerical_gradient(L, x0)
+            if np.shape(mine) != x0.shape:
+                problems.append("%s: shape %s, expected %s" % (k, np.shape(mine), x0.shape))
+                continue
+            err = relative_error(mine, num, 1e-2)
+            if not err.max() <= 1e-6:
+                i = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(err)), err.shape))
+                problems.append("%s%s: analytic %.8g, numeric %.8g (relative error %.2e)"
+                                % (k, _fmt_index(i), mine[i], num[i], err[i]))
+        res.append(("fixed_backward_" + c, not problems,
+                    "; ".join(problems) if problems else "agrees with your numerical gradient"))
+    return res
