@@ -106,6 +106,13 @@ def test_longer_context_helps_on_real_text():
     assert ppl[0] < tok.vocab_size                    # better than a uniform guess
 
 
+def test_unseen_fraction():
+    m = NGramLM(order=2).fit([0, 1, 2, 0, 1, 2])
+    # bigrams of the new text: (0,1) seen, (1,0) unseen, (0,2) unseen, (2,0) seen
+    assert m.unseen_fraction([0, 1, 0, 2, 0]) == pytest.approx(2 / 4)
+    assert m.unseen_fraction([0, 1, 2]) == 0.0
+
+
 def test_generate_follows_the_counts_and_is_seeded():
     cyc = NGramLM(order=2, smoothing="mle").fit([0, 1, 2] * 5)
     assert cyc.generate([0], 7, seed=0) == [0, 1, 2, 0, 1, 2, 0, 1]   # one successor each

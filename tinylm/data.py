@@ -27,7 +27,6 @@ Line ends ``\\r\\n`` are normalised to ``\\n`` and a UTF-8 byte-order mark
 is dropped.
 """
 
-import os
 import sysconfig
 from pathlib import Path
 

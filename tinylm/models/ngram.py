@@ -283,6 +283,20 @@ class NGramLM(Layer):
         lp = self.sequence_logprob(ids)
         return math.exp(-lp / len(ids)) if lp > -math.inf else math.inf
 
+    def unseen_fraction(self, ids):
+        """Fraction of the positions of ``ids`` whose n-gram (the token with its
+        full context of order-1 tokens) never occurred in training: the share of
+        a text on which the unsmoothed counts have nothing to say.  Grows
+        quickly with the order -- the reason counts fail (lesson 01_1)."""
+        self._check_fitted()
+        ids = [int(t) for t in ids]
+        n = self.order
+        grams = [tuple(ids[i - n + 1:i + 1]) for i in range(n - 1, len(ids))]
+        if not grams:
+            raise ValueError("need at least order = %d tokens, got %d" % (n, len(ids)))
+        table = self.tables[n]
+        return sum(table.get(g[:-1], g[-1]) == 0 for g in grams) / len(grams)
+
     def generate(self, context, length, seed=None, temperature=1.0):
         """Sample ``length`` tokens after ``context`` (non-empty list of ids).
 
