@@ -51,9 +51,16 @@
  * the A block MC*KC ~ 144 KB in L2, the B block KC*NC in L3. */
 #define KC 256
 #define NC_PANELS 256            /* NC = NC_PANELS * NR columns */
-/* Below this many multiply-adds a single thread is faster than waking a
- * second one (measured with benchmarks/bench_matmul.py). */
-#define TL_MATMUL_PARALLEL_MIN (64.0 * 64.0 * 64.0)
+/* Thresholds in multiply-adds (m*n*k), measured on a 2-core Zen3 (see
+ * benchmarks/bench_matmul.py --small): at most TL_MATMUL_SMALL, plain loops
+ * without packing; below TL_MATMUL_PARALLEL_MIN, one thread (waking a second
+ * one costs more than it saves). */
+#ifndef TL_MATMUL_SMALL
+#define TL_MATMUL_SMALL (16.0 * 16.0 * 16.0)
+#endif
+#ifndef TL_MATMUL_PARALLEL_MIN
+#define TL_MATMUL_PARALLEL_MIN (96.0 * 96.0 * 96.0)
+#endif
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -186,6 +193,28 @@ static void FN(macro_kernel)(int64_t mc, int64_t panel0, int64_t panel1, int64_t
     }
 }
 
+/* Small products: packing and blocking cost more than they save, so plain
+ * loops, one row of C at a time (the j loop vectorises when B is not
+ * transposed):   C[i, :] (+)= sum over p of op(A)[i, p] * op(B)[p, :]   */
+static void FN(small_matmul)(int64_t m, int64_t n, int64_t k,
+                             const T *a, int64_t ars, int64_t acs,
+                             const T *b, int64_t brs, int64_t bcs,
+                             T *TL_RESTRICT c, int accumulate) {
+    for (int64_t i = 0; i < m; i++) {
+        T *ci = c + i * n;
+        if (!accumulate)
+            for (int64_t j = 0; j < n; j++) ci[j] = 0;       /* never read old C */
+        for (int64_t p = 0; p < k; p++) {
+            T aip = a[i * ars + p * acs];                    /* op(A)[i, p]      */
+            const T *bp = b + p * brs;                       /* op(B)[p, :]      */
+            if (bcs == 1)
+                for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j];
+            else
+                for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j * bcs];
+        }
+    }
+}
+
 int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   const T *a, const T *b, T *c, int accumulate, int nthreads) {
     if (m <= 0 || n <= 0) return TL_OK;
@@ -197,6 +226,10 @@ int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int64_t ars = trans_a ? 1 : k, acs = trans_a ? m : 1;
     int64_t brs = trans_b ? 1 : n, bcs = trans_b ? k : 1;
 
+    if ((double)m * n * k <= TL_MATMUL_SMALL) {
+        FN(small_matmul)(m, n, k, a, ars, acs, b, brs, bcs, c, accumulate);
+        return TL_OK;
+    }
     int nt = TL_NTHREADS(nthreads);
     if ((double)m * n * k < TL_MATMUL_PARALLEL_MIN) nt = 1;
 

@@ -126,6 +126,17 @@ def test_random_shapes(m, n, k, ta, tb, accumulate, dtype, nthreads, seed):
 
 
 @requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_tiny_shapes(dtype):
+    """The unpacked path for small products, and just above it."""
+    rng = np.random.default_rng(8)
+    for m, n, k in [(1, 1, 1), (2, 3, 4), (1, 17, 9), (16, 16, 16), (16, 16, 17), (5, 31, 30)]:
+        for ta, tb in TRANSPOSES:
+            for acc in (False, True):
+                check_against_reference(rng, m, n, k, ta, tb, dtype, acc)
+
+
+@requires_c
 def test_small_m_splits_columns_between_threads(threads):
     """Fewer rows than one register tile per thread: the columns are shared."""
     threads(2)
@@ -206,23 +217,25 @@ def test_zero_size_dimensions(name, shape):
 
 @pytest.mark.parametrize("name", _both_backends())
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_nan_and_inf_propagate(name, dtype):
-    m, n, k = 20, 37, 300
+@pytest.mark.parametrize("shape", [(5, 4, 6), (20, 37, 300)], ids=["small", "blocked"])
+def test_nan_and_inf_propagate(name, dtype, shape):
+    m, n, k = shape
     rng = np.random.default_rng(4)
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
-    a[3, 100] = np.nan                  # row 3 of C is all NaN
-    a[:, 250] = 0
-    b[250, 5] = np.nan                  # 0 * NaN = NaN: column 5 all NaN
-    b[260, 9] = np.inf                  # inf in column 9, times A's column 260
+    r, c_nan, c_inf = m // 2, n // 2, n - 1
+    a[r, k // 3] = np.nan               # row r of C is all NaN
+    a[:, k - 2] = 0
+    b[k - 2, c_nan] = np.nan            # 0 * NaN = NaN: column c_nan all NaN
+    b[k - 1, c_inf] = np.inf            # inf in column c_inf (A's last column != 0)
     with kernels.backend(name):
         c = kernels.matmul(a, b)
     expected = kernels.matmul_reference(a, b)
     assert np.array_equal(np.isnan(c), np.isnan(expected))
-    assert np.isnan(c[3]).all() and np.isnan(c[:, 5]).all()
+    assert np.isnan(c[r]).all() and np.isnan(c[:, c_nan]).all()
     assert np.array_equal(np.isposinf(c), np.isposinf(expected))
     assert np.array_equal(np.isneginf(c), np.isneginf(expected))
-    assert np.isinf(c[:, 9][np.arange(m) != 3]).all()
+    assert np.isinf(c[np.arange(m) != r, c_inf]).all()
     finite = np.isfinite(expected)
     assert_close(c[finite], expected[finite], k)
 

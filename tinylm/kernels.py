@@ -51,6 +51,19 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Loading the extension and choosing the backend
 # --------------------------------------------------------------------------
 
+# OpenMP threads spin-wait after each parallel region (libgomp: ~300000
+# spins, milliseconds) and so do OpenBLAS's threads after a numpy matmul.  On a
+# machine with few cores the two fight: a numpy matmul right after a tinylm
+# kernel ran 20-100x slower (benchmarks/bench_matmul.py --spin).  Unless the
+# user chose a wait policy, tinylm's OpenMP runtime spins only briefly (enough
+# for the barriers inside one kernel) and then sleeps.  libgomp reads its
+# environment once, when the extension loads it, so the variable is set just
+# for that moment.  TINYLM_OMP_DEFAULTS=0 leaves the environment alone.
+_OMP_SPIN_DEFAULT = {"GOMP_SPINCOUNT": "1000"}
+_omp_set_here = ({} if os.environ.get("TINYLM_OMP_DEFAULTS", "1") == "0"
+                 or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+                 else _OMP_SPIN_DEFAULT)
+os.environ.update(_omp_set_here)
 try:
     import importlib
     _C = importlib.import_module("tinylm._C")  # built by csrc/build_ffi.py
@@ -62,6 +75,9 @@ except ImportError as exc:  # no compiler at install time, or a broken build
         _C_ERROR = "tinylm._C was not built when tinylm was installed"
     else:
         _C_ERROR = "tinylm._C failed to load: %s" % exc
+finally:
+    for _name in _omp_set_here:
+        os.environ.pop(_name, None)
 
 
 def c_available():
