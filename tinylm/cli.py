@@ -13,6 +13,9 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "info": ("tinylm.commands.info", "version, backend, SIMD, OpenMP, threads, NumPy's BLAS"),
+    "train": ("tinylm.commands.train", "train a language model (default: a small GPT on Python's docs, ~5 min)"),
+    "generate": ("tinylm.commands.generate", "continue a prompt with a trained checkpoint"),
+    "eval": ("tinylm.commands.eval", "validation loss and perplexity of a trained checkpoint"),
     "lesson": ("tinylm.commands.lesson", "list the lessons, or run one: tinylm lesson 04_2 --fast"),
     "assignment": ("tinylm.commands.assignment", "assignments: list, make a kit, check, submit, grade"),
 }
