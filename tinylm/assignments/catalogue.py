@@ -74,6 +74,26 @@ ASSIGNMENTS = [
               ("tinylm/layers/activations.py", "GELU.backward")], "activations_backward",
              "Element-wise derivatives, written with the forward's cached values."),
     ]),
+    Assignment("recurrent", 2, "Recurrent networks: LSTM and BPTT", [
+        Task("lstm_cell_backward", "LSTM cell backward", 10,
+             [("tinylm/layers/rnn.py", "LSTMCell.step_backward")], "lstm_cell_backward",
+             "One LSTM step, gates i, f, g, o stacked along 4H: h' = o tanh(c'), c' = f c + "
+             "i g.  Return dx and (dh, dc) and add the weight/bias gradients (self._accumulate "
+             "does the bookkeeping)."),
+        Task("bptt", "Backprop through time over the sequence", 10,
+             [("tinylm/layers/rnn.py", "_Recurrent.backward")], "bptt",
+             "Walk the sequence backwards: the gradient reaching h_t is dout_t plus what step "
+             "t+1 sent back; call cell.step_backward for each step.  Graded with the RNN and "
+             "GRU cells (whose step_backward you are given) and a final-state gradient."),
+    ]),
+    Assignment("attention", 3, "Attention backward", [
+        Task("attention_backward", "Scaled dot-product attention backward", 10,
+             [("tinylm/layers/attention.py", "ScaledDotProductAttention.backward")],
+             "attention_backward",
+             "O = softmax(scale q k^T, masked) v.  From dO compute dv, dP, then dS through "
+             "the softmax, then dq and dk.  Graded on the NumPy path (with a mask, and causal "
+             "with return_weights=True)."),
+    ]),
     Assignment("gradcheck", 4, "Gradient checking", [
         Task("numerical_gradient", "Numerical gradient", 10,
              [("tinylm/gradcheck.py", "numerical_gradient")], "numerical_gradient",

@@ -23,6 +23,7 @@ Each exercise has
   numerical gradient instead, see :func:`self_check`).
 """
 
+import sys
 import traceback
 
 import numpy as np
@@ -166,6 +167,119 @@ def _activations():
 
 
 # --------------------------------------------------------------------------
+# Assignment 2: recurrent networks
+# --------------------------------------------------------------------------
+
+def _set_params(layer, inputs, grads0=True):
+    """Copy inputs['p.<name>'] into the layer's parameters and inputs['g.<name>'] into grads."""
+    for name, p, g in layer.named_parameters():
+        p[...] = inputs["p." + name]
+        if grads0:
+            g[...] = inputs["g." + name]
+
+
+def _param_inputs(rng, shapes):
+    d = {}
+    for name, shape in shapes.items():
+        d["p." + name] = 0.5 * _r(rng, *shape)
+        d["g." + name] = _r(rng, *shape)          # backward must ADD to these
+    return d
+
+
+def _grads_out(layer, prefix="d"):
+    return {prefix + name: g for name, _, g in layer.named_parameters()}
+
+
+@_register("lstm_cell_backward", [("dx, dh, dc", 5, ["dx", "dh", "dc"]),
+                                  ("parameter gradients", 5, ["dweight_ih", "dweight_hh",
+                                                              "dbias_ih", "dbias_hh"])])
+def _lstm_cell():
+    def make_inputs(rng):
+        B, I, H = 3, 4, 5
+        d = {"x": _r(rng, B, I), "h": _r(rng, B, H), "c": _r(rng, B, H),
+             "dh_new": _r(rng, B, H), "dc_new": _r(rng, B, H)}
+        d.update(_param_inputs(rng, {"weight_ih": (4 * H, I), "weight_hh": (4 * H, H),
+                                     "bias_ih": (4 * H,), "bias_hh": (4 * H,)}))
+        return d
+
+    def run(a):
+        from tinylm.layers.rnn import LSTMCell
+        B, I = a["x"].shape
+        cell = LSTMCell(I, a["h"].shape[1], dtype=np.float64)
+        _set_params(cell, a)
+        cell.forward(a["x"], (a["h"], a["c"]))
+        dx, (dh, dc) = cell.backward((a["dh_new"], a["dc_new"]))
+        out = {"dx": dx, "dh": dh, "dc": dc}
+        out.update(_grads_out(cell))
+        return out
+    return make_inputs, run
+
+
+@_register("bptt", [("RNN sequence", 5, ["rnn"]), ("GRU sequence", 5, ["gru"])])
+def _bptt():
+    def make_inputs(rng):
+        B, T, I, H = 2, 5, 3, 4
+        d = {}
+        for kind, G in (("rnn", 1), ("gru", 3)):
+            d.update({kind + ".x": _r(rng, B, T, I), kind + ".h0": _r(rng, B, H),
+                      kind + ".dout": _r(rng, B, T, H), kind + ".dhT": _r(rng, B, H)})
+            d.update({kind + "." + k: v for k, v in _param_inputs(rng, {
+                "cell.weight_ih": (G * H, I), "cell.weight_hh": (G * H, H),
+                "cell.bias_ih": (G * H,), "cell.bias_hh": (G * H,)}).items()})
+        return d
+
+    def run(inputs):
+        from tinylm.layers.rnn import GRU, RNN
+        out = {}
+        for kind, cls in (("rnn", RNN), ("gru", GRU)):
+            a = _case(inputs, kind)
+            B, T, I = a["x"].shape
+            layer = cls(I, a["h0"].shape[1], dtype=np.float64)
+            _set_params(layer, a)
+            layer.forward(a["x"], a["h0"])
+            dx, dh0 = layer.backward((a["dout"], a["dhT"]))   # output AND final-state gradients
+            out[kind + ".dx"] = dx
+            out[kind + ".dh0"] = dh0
+            out.update({kind + "." + k: v for k, v in _grads_out(layer).items()})
+        return out
+    return make_inputs, run
+
+
+# --------------------------------------------------------------------------
+# Assignment 3: attention
+# --------------------------------------------------------------------------
+
+@_register("attention_backward", [("dq", 4, ["dq"]), ("dk and dv", 6, ["dk", "dv"])])
+def _attention():
+    def make_inputs(rng):
+        B, Hh, Tq, Tk, D = 2, 2, 4, 5, 3
+        mask = rng.random((B, 1, Tq, Tk)) < 0.7
+        mask[..., 0] = True                         # every query sees at least one key
+        return {"masked.q": _r(rng, B, Hh, Tq, D), "masked.k": _r(rng, B, Hh, Tk, D),
+                "masked.v": _r(rng, B, Hh, Tk, D), "masked.do": _r(rng, B, Hh, Tq, D),
+                "masked.mask": mask.astype(np.uint8),
+                "causal.q": _r(rng, 3, 4, D), "causal.k": _r(rng, 3, 4, D),
+                "causal.v": _r(rng, 3, 4, D), "causal.do": _r(rng, 3, 4, D),
+                "scale": np.array(rng.uniform(0.3, 1.0))}
+
+    def run(inputs):
+        from tinylm.layers.attention import ScaledDotProductAttention
+        out = {}
+        m = _case(inputs, "masked")
+        att = ScaledDotProductAttention(scale=float(inputs["scale"]))
+        att.forward(m["q"], m["k"], m["v"], mask=m["mask"].astype(bool))   # the NumPy path
+        dq, dk, dv = att.backward(m["do"])
+        out.update({"dq.masked": dq, "dk.masked": dk, "dv.masked": dv})
+        c = _case(inputs, "causal")
+        att = ScaledDotProductAttention(causal=True)
+        att.forward(c["q"], c["k"], c["v"], return_weights=True)           # the NumPy path
+        dq, dk, dv = att.backward(c["do"])
+        out.update({"dq.causal": dq, "dk.causal": dk, "dv.causal": dv})
+        return out
+    return make_inputs, run
+
+
+# --------------------------------------------------------------------------
 # Assignment 4: gradient checking
 # --------------------------------------------------------------------------
 
@@ -243,7 +357,7 @@ def _bughunt():
             broken = bughunt.broken_candidates()
             out["broken"] = np.array([c in broken for c in bughunt.CANDIDATES], np.uint8)
         except Exception:
-            out["broken.error"] = np.array(traceback.format_exc(limit=-1).strip())
+            out["broken.error"] = np.array(_exc_text())
         for c in bughunt.CANDIDATES:
             ins = _case(inputs, c + ".in")
             _, cache = bughunt.FORWARD[c](**ins)
@@ -252,7 +366,7 @@ def _bughunt():
                 for k, v in dict(grads).items():
                     out["%s.%s" % (c, k)] = np.asarray(v)
             except Exception:
-                out[c + ".error"] = np.array(traceback.format_exc(limit=-1).strip())
+                out[c + ".error"] = np.array(_exc_text())
         return out
     return make_inputs, run
 
@@ -260,6 +374,15 @@ def _bughunt():
 # --------------------------------------------------------------------------
 # Comparing and grading
 # --------------------------------------------------------------------------
+
+def _exc_text():
+    """'File ..., line N, in f: SomeError: message' for the exception being handled."""
+    etype, exc, tb = sys.exc_info()
+    frames = traceback.extract_tb(tb)
+    where = ("%s line %d, in %s: " % (frames[-1].filename.replace("\\", "/").split("/")[-1],
+                                      frames[-1].lineno, frames[-1].name)) if frames else ""
+    return "%s%s: %s" % (where, etype.__name__, exc)
+
 
 def _error_text(got, key):
     for k in (key + ".error", key.split(".")[0] + ".error"):

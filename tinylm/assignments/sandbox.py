@@ -195,6 +195,8 @@ def run_exercise(tree, exercise, inputs, deny=(), timeout=DEFAULT_TIMEOUT,
             reason = "your code raised an error: %s" % (last[-1] if last else "exit status %d" % rc)
             if "MemoryError" in stderr:
                 reason += " (memory limit %d MB)" % (memory // 2 ** 20)
+            if "[Errno 27]" in stderr:        # EFBIG: Python ignores SIGXFSZ
+                reason += " (file-size limit %d MB: output flooding?)" % (file_size // 2 ** 20)
         else:
             reason = None
         outputs = None
