@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "info": ("tinylm.commands.info", "version, backend, SIMD, OpenMP, threads, NumPy's BLAS"),
+    "gradcheck": ("tinylm.commands.gradcheck", "gradient-check built-in layers: tinylm gradcheck lstm | all | --list"),
     "train": ("tinylm.commands.train", "train a language model (default: a small GPT on Python's docs, ~5 min)"),
     "generate": ("tinylm.commands.generate", "continue a prompt with a trained checkpoint"),
     "eval": ("tinylm.commands.eval", "validation loss and perplexity of a trained checkpoint"),

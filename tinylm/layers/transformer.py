@@ -1,0 +1,156 @@
+"""The Transformer block: attention and a feed-forward network, with residuals and layer norm.
+
+FeedForward (position-wise, the same MLP at every position)::
+
+    y = fc2(act(fc1(x)))          fc1: D -> d_ff,  act: GELU or ReLU,  fc2: d_ff -> D
+
+TransformerBlock, pre-LN (``norm_first=True``, GPT-2 and most modern LMs)::
+
+    x = x + drop(self_attn(ln1(x)))
+    x = x + drop(cross_attn(ln_cross(x), memory))       (decoder with cross-attention only)
+    y = x + drop(ff(ln2(x)))
+
+post-LN (``norm_first=False``, the original Transformer and BERT)::
+
+    x = ln1(x + drop(self_attn(x)))
+    x = ln_cross(x + drop(cross_attn(x, memory)))        (decoder only)
+    y = ln2(x + drop(ff(x)))
+
+Backward of a residual x_out = x + f(x): the gradient reaches x twice,
+dx = dx_out + f'(x)^T dx_out -- the "+ dx_out" path is why deep residual
+stacks train: the gradient flows through the sum unchanged.
+"""
+
+import numpy as np
+
+from tinylm.layers.activations import GELU, ReLU
+from tinylm.layers.attention import MultiHeadAttention
+from tinylm.layers.base import Layer
+from tinylm.layers.core import Linear
+from tinylm.layers.norm import Dropout, LayerNorm
+from tinylm.layers._util import check_backward_ready, default_rng
+
+__all__ = ["FeedForward", "TransformerBlock"]
+
+
+def _activation(name):
+    if name == "gelu":
+        return GELU("none")
+    if name == "gelu_tanh":
+        return GELU("tanh")
+    if name == "relu":
+        return ReLU()
+    raise ValueError("activation must be 'gelu', 'gelu_tanh' or 'relu', got %r" % (name,))
+
+
+class FeedForward(Layer):
+    """Position-wise MLP y = fc2(act(fc1(x))).
+
+    Children: fc1 Linear(d_model, d_ff), act, fc2 Linear(d_ff, d_model).
+    x: (..., d_model) -> y: (..., d_model).   backward(dy) -> dx.
+    activation: "gelu" (exact), "gelu_tanh" or "relu".
+    """
+
+    def __init__(self, d_model, d_ff, activation="gelu", rng=None, dtype=np.float32):
+        super().__init__()
+        rng = default_rng(rng)
+        self.add_layer("fc1", Linear(d_model, d_ff, rng=rng, dtype=dtype))
+        self.add_layer("act", _activation(activation))
+        self.add_layer("fc2", Linear(d_ff, d_model, rng=rng, dtype=dtype))
+
+    def forward(self, x):
+        return self.layers["fc2"].forward(self.layers["act"].forward(self.layers["fc1"].forward(x)))
+
+    def backward(self, dy):
+        dh = self.layers["fc2"].backward(dy)        # forward: y = fc2(h)
+        da = self.layers["act"].backward(dh)        # forward: h = act(a)
+        return self.layers["fc1"].backward(da)      # forward: a = fc1(x)
+
+
+class TransformerBlock(Layer):
+    """One Transformer layer, pre-LN (norm_first=True) or post-LN (False).
+
+    Children: self_attn (MultiHeadAttention, causal if ``causal``), ln1, drop1,
+    ff (FeedForward), ln2, drop2, and with ``cross_attention=True`` also
+    cross_attn (MultiHeadAttention over a memory), ln_cross, drop_cross.
+    Dropout (probability ``dropout``) is applied to each sub-block's output
+    before it is added to the residual stream.
+
+    forward(x (B, T, D), memory=None (B, S, D), key_padding_mask=None (B, T),
+            memory_key_padding_mask=None (B, S))  -> y (B, T, D)
+        (padding masks: bool, True = padding)
+    backward(dy (B, T, D)) -> dx, or (dx, dmemory) with cross-attention.
+    """
+
+    def __init__(self, d_model, num_heads, d_ff=None, dropout=0.0, norm_first=True,
+                 causal=False, cross_attention=False, activation="gelu", layer_norm_eps=1e-5,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        rng = default_rng(rng)
+        d_ff = 4 * d_model if d_ff is None else int(d_ff)
+        self.norm_first, self.has_cross = bool(norm_first), bool(cross_attention)
+        self.add_layer("self_attn", MultiHeadAttention(d_model, num_heads, causal=causal,
+                                                       rng=rng, dtype=dtype))
+        self.add_layer("ln1", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
+        self.add_layer("drop1", Dropout(dropout, rng=rng.spawn(1)[0]))
+        if cross_attention:
+            self.add_layer("cross_attn", MultiHeadAttention(d_model, num_heads, causal=False,
+                                                            rng=rng, dtype=dtype))
+            self.add_layer("ln_cross", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
+            self.add_layer("drop_cross", Dropout(dropout, rng=rng.spawn(1)[0]))
+        self.add_layer("ff", FeedForward(d_model, d_ff, activation, rng=rng, dtype=dtype))
+        self.add_layer("ln2", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
+        self.add_layer("drop2", Dropout(dropout, rng=rng.spawn(1)[0]))
+        self._cache = None
+
+    def forward(self, x, memory=None, key_padding_mask=None, memory_key_padding_mask=None):
+        L = self.layers
+        if self.has_cross and memory is None:
+            raise ValueError("TransformerBlock.forward: this block has cross-attention; "
+                             "pass memory (B, S, d_model)")
+        if not self.has_cross and memory is not None:
+            raise ValueError("TransformerBlock.forward: memory given but the block was built "
+                             "without cross_attention=True")
+        if self.norm_first:
+            x = x + L["drop1"].forward(L["self_attn"].forward(
+                L["ln1"].forward(x), key_padding_mask=key_padding_mask))
+            if self.has_cross:
+                x = x + L["drop_cross"].forward(L["cross_attn"].forward(
+                    L["ln_cross"].forward(x), memory, key_padding_mask=memory_key_padding_mask))
+            y = x + L["drop2"].forward(L["ff"].forward(L["ln2"].forward(x)))
+        else:
+            x = L["ln1"].forward(x + L["drop1"].forward(L["self_attn"].forward(
+                x, key_padding_mask=key_padding_mask)))
+            if self.has_cross:
+                x = L["ln_cross"].forward(x + L["drop_cross"].forward(L["cross_attn"].forward(
+                    x, memory, key_padding_mask=memory_key_padding_mask)))
+            y = L["ln2"].forward(x + L["drop2"].forward(L["ff"].forward(x)))
+        self._cache = True
+        return y
+
+    def backward(self, dy):
+        check_backward_ready("TransformerBlock.backward", self._cache)
+        L = self.layers
+        dmem = None
+        if self.norm_first:
+            # forward: y = x + drop2(ff(ln2(x)))  ->  dx = dy + ln2'(ff'(drop2'(dy)))
+            dx = dy + L["ln2"].backward(L["ff"].backward(L["drop2"].backward(dy)))
+            if self.has_cross:
+                # forward: x = x + drop(cross_attn(ln_cross(x), memory))
+                dq, dmem = L["cross_attn"].backward(L["drop_cross"].backward(dx))
+                dx = dx + L["ln_cross"].backward(dq)
+            # forward: x = x + drop1(self_attn(ln1(x)))
+            dx = dx + L["ln1"].backward(L["self_attn"].backward(L["drop1"].backward(dx)))
+        else:
+            # forward: y = ln2(x + drop2(ff(x)))  ->  ds = ln2'(dy), dx = ds + ff'(drop2'(ds))
+            ds = L["ln2"].backward(dy)
+            dx = ds + L["ff"].backward(L["drop2"].backward(ds))
+            if self.has_cross:
+                # forward: x = ln_cross(x + drop(cross_attn(x, memory)))
+                ds = L["ln_cross"].backward(dx)
+                dq, dmem = L["cross_attn"].backward(L["drop_cross"].backward(ds))
+                dx = ds + dq
+            # forward: x = ln1(x + drop1(self_attn(x)))
+            ds = L["ln1"].backward(dx)
+            dx = ds + L["self_attn"].backward(L["drop1"].backward(ds))
+        return (dx, dmem) if self.has_cross else dx
