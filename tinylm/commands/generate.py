@@ -1,0 +1,60 @@
+"""`tinylm generate CHECKPOINT`: continue a prompt with a trained model."""
+
+import argparse
+import sys
+
+
+def add_arguments(parser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = """examples:
+  tinylm generate runs/gpt/best.npz --prompt 'The list ' --max-length 200
+  tinylm generate runs/gpt/best.npz --prompt 'def ' --greedy
+  tinylm generate runs/gpt/best.npz --prompt 'A' --num-return-sequences 3 --top-p 0.9 --seed 1
+"""
+    parser.add_argument("checkpoint", help="a checkpoint written by `tinylm train` (.npz)")
+    parser.add_argument("--prompt", default=None,
+                        help="text to continue (default: a common first character)")
+    parser.add_argument("--max-length", type=int, default=200,
+                        help="total length in tokens, prompt included (as Hugging Face)")
+    parser.add_argument("--num-return-sequences", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="sampling temperature > 0 (lower: safer, higher: wilder)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="sample only from the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="nucleus sampling: the smallest set with this probability")
+    parser.add_argument("--greedy", action="store_true",
+                        help="always take the most likely token (no sampling)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed for sampling (reproducible output)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute the whole context each step (slower; for checking)")
+
+
+def run(args):
+    from tinylm.checkpoint import CheckpointError
+    from tinylm.generate import generate
+    from tinylm.train import load_trained
+    try:
+        model, tok, meta, _ = load_trained(args.checkpoint)
+    except (OSError, ValueError, KeyError, CheckpointError) as exc:
+        print("tinylm generate: error: %s" % exc, file=sys.stderr)
+        return 2
+    prompt = args.prompt
+    if prompt is None:
+        from tinylm.commands.train import _sample_prompt
+        prompt = _sample_prompt(tok)
+    try:
+        texts = generate(model, tok, prompt, max_length=args.max_length,
+                         num_return_sequences=args.num_return_sequences,
+                         do_sample=not args.greedy, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         use_cache=not args.no_cache)
+    except ValueError as exc:
+        print("tinylm generate: error: %s" % exc, file=sys.stderr)
+        return 2
+    for i, t in enumerate(texts):
+        if len(texts) > 1:
+            print("=== sequence %d ===" % (i + 1))
+        print(t)
+    return 0
