@@ -217,6 +217,9 @@ static void FN(small_matmul)(int64_t m, int64_t n, int64_t k,
 
 int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   const T *a, const T *b, T *c, int accumulate, int nthreads) {
+#ifndef _OPENMP
+    (void)nthreads;                                   /* serial build */
+#endif
     if (m <= 0 || n <= 0) return TL_OK;
     if (k <= 0) {                                     /* empty sum: C = 0 or C += 0 */
         if (!accumulate) memset(c, 0, (size_t)(m * n) * sizeof(T));
@@ -226,12 +229,12 @@ int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int64_t ars = trans_a ? 1 : k, acs = trans_a ? m : 1;
     int64_t brs = trans_b ? 1 : n, bcs = trans_b ? k : 1;
 
-    if ((double)m * n * k <= TL_MATMUL_SMALL) {
+    if ((double)m * (double)n * (double)k <= TL_MATMUL_SMALL) {
         FN(small_matmul)(m, n, k, a, ars, acs, b, brs, bcs, c, accumulate);
         return TL_OK;
     }
     int nt = TL_NTHREADS(nthreads);
-    if ((double)m * n * k < TL_MATMUL_PARALLEL_MIN) nt = 1;
+    if ((double)m * (double)n * (double)k < TL_MATMUL_PARALLEL_MIN) nt = 1;
 
     /* Block sizes.  kc: k in equal slices of at most KC.  mc: at most MC rows,
      * chosen so the number of row blocks is a multiple of nt (balanced). */
