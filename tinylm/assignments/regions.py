@@ -74,7 +74,7 @@ def _parse(source, path):
         raise RegionError("%s: line %s: syntax error: %s" % (path, exc.lineno, exc.msg)) from None
 
 
-def _marker_lines(source, path):
+def marker_lines(source, path):
     """Line numbers of marker COMMENTS (a marker inside a string is not one)."""
     if BEGIN not in source and END not in source:
         return []
@@ -98,7 +98,7 @@ def find_regions(source, path="<source>"):
     """
     lines = source.splitlines()
     spans, open_line = [], None
-    for i in _marker_lines(source, path):
+    for i in marker_lines(source, path):
         s = lines[i - 1].strip()
         if s == BEGIN:
             if open_line is not None:
