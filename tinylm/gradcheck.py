@@ -20,7 +20,8 @@ The loss is summed with math.fsum so unperturbed outputs add no rounding.
 Kinks: a finite difference across a point where the function is not smooth
 (ReLU at 0) is wrong by design.  A step of 1e-3 crosses a kink when an
 argument is within 2e-3 of it; for layers with ReLU inside pass a smaller
-eps (1e-5) and keep inputs of a bare ReLU away from 0.
+eps (1e-5) with a larger floor (1e-2: the rounding noise is then ~1e-10
+absolute), and keep inputs of a bare ReLU away from 0.
 
 Which scalar?  :func:`check_layer` draws a *random* upstream gradient g for each
 output (fixed seed) and uses L = sum(g * output).  Do not use g = all ones
