@@ -189,6 +189,24 @@ def test_c_scores_all_minus_inf():
 
 
 @needs_c
+@pytest.mark.parametrize("causal", [False, True])
+def test_c_backward_rows_marked_minus_inf_contribute_nothing(causal):
+    # The backward takes lse = -inf to mean "this row saw no key": its P row is 0,
+    # so it adds nothing to dk, dv and gets dq = 0, even with finite scores.
+    rng = np.random.default_rng(6)
+    q, k, v, dout = make_inputs(rng, (2,), 90, 100, 12, np.float64)
+    o, lse = K.attention_reference(q, k, v, causal)
+    lse[0, 5] = lse[1, 70] = -np.inf
+    ref = K.attention_backward_reference(q, k, v, o, lse, dout, causal)
+    with K.backend("c"):
+        got = K.attention_backward(q, k, v, o, lse, dout, causal)
+    assert np.all(got[0][0, 5] == 0) and np.all(got[0][1, 70] == 0)
+    for name, a, b in zip(("dq", "dk", "dv"), got, ref):
+        assert np.all(np.isfinite(a)), name
+        assert_close(a, b, 100, name)
+
+
+@needs_c
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_c_tk_zero_direct_call(dtype):
     # The Python door never sends empty problems to C; the C kernel still
