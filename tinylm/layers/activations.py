@@ -176,7 +176,7 @@ class GELU(_Elementwise):
         t = x.dtype.type
         self._x = x
         if self.approximate == "tanh":
-            u = t(self._C) * (x + t(self._K) * x ** 3)        # u = sqrt(2/pi)(x + k x^3)
+            u = t(self._C) * (x + t(self._K) * (x * x * x))   # u = sqrt(2/pi)(x + k x^3); x*x*x: np.power is ~10x slower
             self._th = np.tanh(u)                              # th = tanh(u)
             return t(0.5) * x * (1 + self._th)                 # y = x/2 (1 + th)
         self._cdf = t(0.5) * (1 + erf(x * t(1 / math.sqrt(2))))  # Phi(x)
