@@ -57,9 +57,13 @@ def erf(x):
     s2 = s * s
     term = s.copy()                    # n = 0 term: x
     total = s.copy()
+    tiny = np.finfo(dtype).eps / 4
     for n in range(1, _SERIES_TERMS):
-        term = term * (2 * s2) / (2 * n + 1)
+        term *= (2 * s2) * dtype.type(1.0 / (2 * n + 1))
         total += term
+        # terms only shrink once n > x^2: stop when none can change the sum
+        if n % 4 == 0 and n > 6 and not np.any(term > tiny * total):
+            break
     out[small] = dtype.type(2 / math.sqrt(math.pi)) * np.exp(-s2) * total
     # -- continued fraction on the large ones ---------------------------
     b = a[~small]
