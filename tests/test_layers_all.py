@@ -83,3 +83,44 @@ def test_backward_accumulates_and_zero_grad_clears(name):
 def test_every_layer_is_a_layer():
     for name in EXAMPLES:
         assert isinstance(make_example(name).layer, Layer)
+
+
+# -- assignment markers ------------------------------------------------------------
+
+import re  # noqa: E402
+import types  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+_REGION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n", re.S | re.M)
+# file -> the functions whose bodies students write
+MARKED = {
+    "tinylm/layers/core.py": ["Linear.backward"],
+    "tinylm/layers/losses.py": ["SoftmaxCrossEntropy.backward"],
+    "tinylm/layers/norm.py": ["LayerNorm.backward"],
+    "tinylm/layers/rnn.py": ["LSTMCell.step_backward", "_Recurrent.backward"],
+    "tinylm/layers/attention.py": ["ScaledDotProductAttention.backward"],
+    "tinylm/layers/activations.py": ["Tanh.backward", "Sigmoid.backward", "GELU.backward"],
+    "tinylm/gradcheck.py": ["numerical_gradient"],
+}
+
+
+@pytest.mark.parametrize("path", sorted(MARKED))
+def test_solution_regions_strip_to_an_importable_module(path):
+    src = (ROOT / path).read_text()
+    regions = _REGION.findall(src)
+    assert len(regions) == len(MARKED[path])
+    stripped = _REGION.sub(lambda m: m.group(1) + 'raise NotImplementedError("exercise")\n', src)
+    assert "### BEGIN SOLUTION" not in stripped
+    mod = types.ModuleType("stripped")
+    exec(compile(stripped, path, "exec"), mod.__dict__)      # importable without the solutions
+    for qual in MARKED[path]:
+        obj = mod
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        assert callable(obj)
+    if path == "tinylm/layers/core.py":                     # the stripped backward raises
+        lin = mod.Linear(3, 2)
+        lin.forward(np.ones((1, 3), np.float32))
+        with pytest.raises(NotImplementedError):
+            lin.backward(np.ones((1, 2), np.float32))
