@@ -231,7 +231,10 @@ def deny_paths(root, extra=()):
     deny = [os.path.join(root, "tinylm")]
     if any(os.path.exists(os.path.join(root, f)) for f in ("setup.py", "pyproject.toml", ".git")):
         deny.append(root)            # a checkout: tests/, csrc/, the instructor kit...
-    return [os.path.realpath(d) for d in list(deny) + list(extra)]
+    deny = [os.path.realpath(d) for d in list(deny) + list(extra)]
+    # never a folder that holds the sandboxes themselves (e.g. a checkout in /tmp)
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return [d for d in deny if not (tmp == d or tmp.startswith(d.rstrip(os.sep) + os.sep))]
 
 
 def grade_task(task, student_files, root, seed, timeout, memory, deny, log=None):
@@ -286,6 +289,8 @@ def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT
     """
     start = time.monotonic()
     root = root or catalogue.source_root()
+    if not os.path.exists(submission):
+        raise SubmissionError("submission %s does not exist" % submission)
     name = assignment or submission_assignment(submission)
     if name is None:
         raise SubmissionError("which assignment? the submission has no readable %s; pass "
@@ -296,7 +301,7 @@ def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT
         seed = int.from_bytes(os.urandom(8), "little")
     out_path = os.path.abspath(out_path)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    deny = deny_paths(root, [os.path.dirname(out_path)])
+    deny = deny_paths(root, [out_path])
     header = "assignment %d (%s): %s" % (a.number, a.name, a.title)
     try:
         student_files = read_submission(submission, a.files)
