@@ -416,3 +416,14 @@ def test_cli_list_and_clear_errors(tmp_path):
                         "--out", str(tmp_path / "k")], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "no assignment 'nope'" in r.stderr
+
+
+def test_grader_refuses_a_reference_without_solutions(kits, tmp_path):
+    # grading from inside a student kit would compare every submission with itself
+    with pytest.raises(grader.GraderError, match="does not hold the solutions"):
+        grader.grade(str(kits / "gradcheck" / "kit"), str(tmp_path / "r.json"),
+                     assignment="gradcheck", root=str(kits / "gradcheck" / "kit"),
+                     echo=lambda *a: None)
+    r = _cli(kits / "gradcheck" / "kit", "assignment", "grade", ".", "--out",
+             str(tmp_path / "r.json"))
+    assert r.returncode == 2 and "does not hold the solutions" in r.stderr

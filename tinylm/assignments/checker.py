@@ -44,8 +44,9 @@ def kit_assignment(root):
 class CheckResult:
     """checks: [(name, ok, message)]; ok iff all pass."""
 
-    def __init__(self, task, checks, note=""):
+    def __init__(self, task, checks, note="", form_only=False):
         self.task, self.checks, self.note = task, checks, note
+        self.form_only = form_only        # values not checked (find the bug)
 
     @property
     def ok(self):
@@ -53,8 +54,11 @@ class CheckResult:
 
     def report(self):
         t = self.task
+        verdict = "PASS" if self.ok else "FAIL"
+        if self.ok and self.form_only:
+            verdict = "FORM OK (the values are for your own gradient checks to judge)"
         lines = ["task %d.%d %s (%s): %s" % (t.assignment.number, t.number, t.title, t.id,
-                                            "PASS" if self.ok else "FAIL")]
+                                            verdict)]
         if self.note:
             lines.append("  note: " + self.note)
         for name, ok, msg in self.checks:
@@ -105,8 +109,8 @@ def check_task(task_id, root=None):
         try:
             checks = exercises.self_check(t.exercise, inputs, got)
         except NotImplementedError as exc:
-            checks = [("numerical gradient", False, "this check uses YOUR numerical_gradient, "
-                       "which is not written yet (%s)" % exc)]
+            checks = [("your code", False, "not written yet (%s)" % exc)]
+        return CheckResult(t, checks, note, form_only=True)
     return CheckResult(t, checks, note)
 
 

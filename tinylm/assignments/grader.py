@@ -41,6 +41,10 @@ class SubmissionError(ValueError):
     """The submission cannot be read (missing file, bad zip...)."""
 
 
+class GraderError(RuntimeError):
+    """The grader cannot run (no reference solution available...)."""
+
+
 # --------------------------------------------------------------------------
 # Reading a submission (a folder or a zip), never trusting it
 # --------------------------------------------------------------------------
@@ -297,6 +301,15 @@ def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT
                               "--assignment NAME" % ASSIGNMENT_FILE)
     a = catalogue.get(name)
     chosen = [a.task(t) for t in tasks] if tasks else a.tasks
+    # the reference is the tinylm running this grader: it must hold the solutions
+    # (a student kit imported by mistake, e.g. from the kit folder, would grade
+    # every submission against itself)
+    missing = {k: v for k, v in catalogue.status(a, root).items() if v}
+    if missing:
+        raise GraderError("the tinylm running the grader (%s) does not hold the solutions "
+                          "(%s); run the grader from the solution checkout, not from a "
+                          "student kit" % (os.path.join(root, "tinylm"), "; ".join(
+                              "%s: %s" % kv for kv in missing.items())))
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
     out_path = os.path.abspath(out_path)

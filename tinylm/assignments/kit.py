@@ -147,6 +147,31 @@ def _readme(a, solutions):
                 "afile": ASSIGNMENT_FILE}
 
 
+_BUGHUNT_CELLS = '''
+# %% [markdown]
+# The public check above looks only at the FORM of your answers.  Which
+# backward passes are wrong is for your gradient check to find.  Here is one
+# check, of candidate B's given backward against YOUR numerical_gradient, with
+# a random upstream gradient.  Do the same for every candidate (and try
+# dout = np.ones_like(out): what does it hide?).
+
+# %%
+from tinylm.assignments import bughunt
+from tinylm.gradcheck import numerical_gradient, relative_error
+
+rng = np.random.default_rng(0)
+ins = bughunt.make_inputs("B", rng)
+out, cache = bughunt.forward_B(**ins)
+dout = rng.standard_normal(out.shape)
+analytic = bughunt.backward_B(dout, cache)
+for name, x0 in ins.items():
+    def L(x):
+        return float(np.sum(dout * bughunt.forward_B(**dict(ins, **{name: x}))[0]))
+    numeric = numerical_gradient(L, x0)
+    print(name, "max relative error", relative_error(analytic[name], numeric).max())
+'''
+
+
 def _starter(t):
     regions = "\n".join("#   %s in %s" % (q, f) for f, q in t.regions)
     return textwrap.dedent('''\
@@ -193,7 +218,8 @@ def _starter(t):
         # %%%%
         result = check_task(%(id)r, KIT)
         print(result.report())
-        ''') % {"an": t.assignment.number, "tn": t.number, "title": t.title, "points": t.points,
+        %(extra)s''') % {"extra": _BUGHUNT_CELLS if t.id == "find_the_bug" else "",
+                "an": t.assignment.number, "tn": t.number, "title": t.title, "points": t.points,
                 "summary": "\n# ".join(textwrap.wrap(t.summary, 76)), "regions": regions,
                 "id": t.id}
 
