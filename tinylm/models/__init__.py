@@ -33,6 +33,10 @@ from collections.abc import Mapping
 _REGISTRY = {
     "gpt": "tinylm.models.gpt:GPTConfig:GPT",
     "ngram": "tinylm.models.ngram:NGramConfig:NGramLM",
+    "mlp": "tinylm.models.mlp:MLPConfig:MLPLM",
+    "rnn": "tinylm.models.rnn:RNNLMConfig:RNNLM",
+    "lstm": "tinylm.models.rnn:LSTMLMConfig:LSTMLM",
+    "seq2seq": "tinylm.models.seq2seq:Seq2SeqConfig:Seq2Seq",
 }
 
 
