@@ -68,6 +68,8 @@
 
 #define TL_ALWAYS_INLINE static inline __attribute__((always_inline))
 
+static const int64_t tl_zeros[BQ];   /* "every row starts at column 0" for tile_axpy */
+
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return min64(max64(x, lo), hi); }
@@ -287,8 +289,13 @@ TL_ALWAYS_INLINE void FN(axpy_rows)(const int NR, int64_t lo, int64_t hi, int64_
     int64_t x0 = 0;
     for (; x0 + 4 * VL <= dp; x0 += 4 * VL)
         FN(axpy_block)(NR, 4, lo, hi, P, ldp, B + x0, dp, C + x0, dp);
-    for (; x0 < dp; x0 += VL)
-        FN(axpy_block)(NR, 1, lo, hi, P, ldp, B + x0, dp, C + x0, dp);
+    /* 1 to 3 vectors left (NV must be a constant for the registers to stay registers) */
+    switch ((dp - x0) / VL) {
+    case 3: FN(axpy_block)(NR, 3, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
+    case 2: FN(axpy_block)(NR, 2, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
+    case 1: FN(axpy_block)(NR, 1, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
+    default: break;
+    }
 }
 
 /* C += P B, each row over its own range of P's columns:
@@ -418,8 +425,7 @@ static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int
             sc->hi[r] = n;
         }
         /* acc[r, :] += sum_{c < n_r} P[r, c] v[j0 + c, :] */
-        static const int64_t zeros[BQ];
-        FN(tile_axpy)(R, dp, zeros, sc->hi, S, BK, sc->vp, acc);
+        FN(tile_axpy)(R, dp, tl_zeros, sc->hi, S, BK, sc->vp, acc);
     }
 
     /* o = acc / l,  lse = m + log(l);  a row that saw no key: o = 0, lse = -inf */
@@ -631,8 +637,7 @@ static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int6
             }
         }
         /* dq_acc += dS k */
-        static const int64_t zeros[BQ];
-        FN(tile_axpy)(R, dp, zeros, sc->n, sc->dps, BK, sc->kp, sc->dq_acc);
+        FN(tile_axpy)(R, dp, tl_zeros, sc->n, sc->dps, BK, sc->kp, sc->dq_acc);
     }
 
     for (int64_t r = 0; r < R; r++) {
