@@ -2,6 +2,7 @@
 
     python benchmarks/bench_matmul.py            # full table
     python benchmarks/bench_matmul.py --quick    # fewer shapes, f32 only
+    python benchmarks/bench_matmul.py --single-thread  # 1 thread each, CPU time
     python benchmarks/bench_matmul.py --spin     # the OpenMP/OpenBLAS spin-wait test
 
 Each row times ``tinylm.kernels.matmul`` (C backend, the thread count tinylm
@@ -14,9 +15,11 @@ needs:  NN  Y = X W,   NT  dX = dY W^T,   TN  dW = X^T dY.
 threads take turns on the same cores (see ``spin_run``).
 """
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -40,8 +43,12 @@ def _operands(case, m, k, n, dtype, rng):
     return a, b, ta, tb
 
 
-def time_case(case, m, k, n, dtype, rng, repeats=5):
-    """(tinylm GFLOP/s, numpy GFLOP/s) for one shape/case/dtype."""
+def time_case(case, m, k, n, dtype, rng, repeats=5, min_time=0.2, clock=None):
+    """(tinylm GFLOP/s, numpy GFLOP/s) for one shape/case/dtype.
+
+    Each timing sample lasts ~min_time seconds: OpenBLAS's threads keep
+    spinning for a few ms after numpy's last call and slow down the first
+    tinylm calls of the next sample, so samples must be long against that."""
     from tinylm import kernels
     a, b, ta, tb = _operands(case, m, k, n, dtype, rng)
     A = a.T if ta else a                 # views: numpy passes the transpose to BLAS
@@ -52,13 +59,25 @@ def time_case(case, m, k, n, dtype, rng, repeats=5):
         t = interleaved({
             "tinylm": lambda: kernels.matmul(a, b, ta, tb, out=out_t),
             "numpy": lambda: np.matmul(A, B, out=out_n),
-        }, repeats=repeats)
+        }, repeats=repeats, min_time=min_time, clock=clock or time.perf_counter)
     flops = 2.0 * m * n * k
     return flops / t["tinylm"] / 1e9, flops / t["numpy"] / 1e9
 
 
-def run(quick=False):
-    """Return (headers, rows) of the comparison table."""
+def run(quick=False, single_thread=False):
+    """Return (headers, rows) of the comparison table.
+
+    single_thread=True: both libraries on one thread, timed by the CPU time
+    of the process - a measure of the kernel itself that stays steady on a
+    busy machine.  It runs in a child process, because OpenBLAS fixes its
+    thread count when numpy is imported."""
+    if single_thread and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", TINYLM_NUM_THREADS="1")
+        cmd = [sys.executable, os.path.abspath(__file__), "--single-thread", "--json"]
+        res = subprocess.run(cmd + (["--quick"] if quick else []), env=env,
+                             capture_output=True, text=True, check=True)
+        headers, rows = json.loads(res.stdout)
+        return headers, rows
     from tinylm import kernels
     if not kernels.c_available():
         raise SystemExit("bench_matmul: the C extension is not built "
@@ -67,13 +86,15 @@ def run(quick=False):
     shapes = ([(256, 256, 256), (1024, 1024, 1024)] + MODEL_SHAPES[:1] if quick
               else SQUARES + MODEL_SHAPES)
     dtypes = (np.float32,) if quick else (np.float32, np.float64)
+    threads = "1 thread, CPU time" if single_thread else "%d threads" % kernels.get_num_threads()
     headers = ["shape (m x k @ k x n)", "case", "dtype", "tinylm GFLOP/s",
-               "numpy GFLOP/s", "ratio"]
+               "numpy GFLOP/s", "ratio (%s)" % threads]
     rows = []
     for dtype in dtypes:
         for (m, k, n) in shapes:
             for case in CASES:
-                g_t, g_n = time_case(case, m, k, n, dtype, rng, repeats=3 if quick else 5)
+                g_t, g_n = time_case(case, m, k, n, dtype, rng, repeats=3 if quick else 5,
+                                     clock=time.process_time if single_thread else None)
                 rows.append(["%dx%d @ %dx%d" % (m, k, k, n), case,
                              np.dtype(dtype).name, g_t, g_n, g_t / g_n])
     return headers, rows
@@ -142,7 +163,6 @@ def spin_run(sizes=(128, 256, 512), settings=None, seconds=1.0):
     Every setting but the last runs with TINYLM_OMP_DEFAULTS=0 (tinylm leaves
     the OpenMP environment alone, see tinylm/kernels.py) and only the listed
     variables; the last row, "tinylm's default", shows what users get."""
-    import json
     settings = list(settings or SPIN_SETTINGS)
     root = os.path.dirname(HERE)
     base = {k: v for k, v in os.environ.items()
@@ -171,14 +191,20 @@ def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer shapes, float32 only")
+    p.add_argument("--single-thread", action="store_true",
+                   help="one thread each, timed by CPU time (steady on a busy machine)")
     p.add_argument("--spin", action="store_true",
                    help="measure the OpenMP/OpenBLAS spin-wait interaction")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.spin:
         headers, rows = spin_run()
     else:
-        headers, rows = run(quick=args.quick)
-    print_table(headers, rows)
+        headers, rows = run(quick=args.quick, single_thread=args.single_thread)
+    if args.json:
+        print(json.dumps([headers, rows]))
+    else:
+        print_table(headers, rows)
 
 
 if __name__ == "__main__":

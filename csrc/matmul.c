@@ -109,9 +109,13 @@ static void FN(pack_a)(int64_t mc, int64_t kc, const T *a, int64_t rs, int64_t c
         int64_t rows = min64(MR, mc - i);
         for (int64_t p = 0; p < kc; p++) {
             const T *src = a + i * rs + p * cs;
-            int64_t r = 0;
-            for (; r < rows; r++) Ap[r] = src[r * rs];
-            for (; r < MR; r++) Ap[r] = 0;
+            if (rows == MR) {                   /* a full panel: fixed-length loop */
+                for (int r = 0; r < MR; r++) Ap[r] = src[r * rs];
+            } else {                            /* the last, ragged one: pad */
+                int64_t r = 0;
+                for (; r < rows; r++) Ap[r] = src[r * rs];
+                for (; r < MR; r++) Ap[r] = 0;
+            }
             Ap += MR;
         }
     }
@@ -128,12 +132,15 @@ static void FN(pack_b)(int64_t panel0, int64_t panel1, int64_t nc, int64_t kc,
         T *dst = Bp + jp * kc * NR;
         for (int64_t p = 0; p < kc; p++) {
             const T *src = b + p * rs + j * cs;
-            int64_t c = 0;
-            if (cs == 1 && cols == NR)      /* B not transposed: a contiguous row */
-                for (; c < NR; c++) dst[c] = src[c];
-            else
+            if (cols == NR && cs == 1) {        /* B not transposed: a contiguous row */
+                for (int c = 0; c < NR; c++) dst[c] = src[c];
+            } else if (cols == NR) {            /* B transposed: a strided column */
+                for (int c = 0; c < NR; c++) dst[c] = src[c * cs];
+            } else {                            /* the last, ragged panel: pad */
+                int64_t c = 0;
                 for (; c < cols; c++) dst[c] = src[c * cs];
-            for (; c < NR; c++) dst[c] = 0;
+                for (; c < NR; c++) dst[c] = 0;
+            }
             dst += NR;
         }
     }
@@ -146,7 +153,11 @@ static inline void FN(micro_kernel)(int64_t kc, const T *TL_RESTRICT Ap,
                                     const T *TL_RESTRICT Bp, T *c, int64_t ldc,
                                     int accumulate) {
     V lo[MR], hi[MR];               /* C tile: row r is (lo[r], hi[r]) */
-    for (int r = 0; r < MR; r++) lo[r] = hi[r] = (V){0};
+    for (int r = 0; r < MR; r++) {
+        lo[r] = hi[r] = (V){0};
+        __builtin_prefetch(c + r * ldc, 1);             /* C is needed at the end: */
+        __builtin_prefetch(c + r * ldc + NR - 1, 1);    /* fetch it meanwhile      */
+    }
     for (int64_t p = 0; p < kc; p++) {
         V b0 = FN(vload)(Bp), b1 = FN(vload)(Bp + VLEN);   /* op(B)[p, 0:NR] */
         for (int r = 0; r < MR; r++) {                       /* op(A)[r, p]     */
