@@ -63,3 +63,8 @@ def check_dtype(dtype):
     if dtype not in (np.float32, np.float64):
         raise TypeError("dtype must be float32 or float64, got %s" % dtype)
     return dtype
+
+
+def child_rng(rng):
+    """An independent generator seeded from rng (Generator.spawn needs NumPy >= 1.25)."""
+    return np.random.default_rng(int(rng.integers(2**63)))

@@ -11,6 +11,7 @@ check options (e.g. a smaller step for layers with a ReLU kink).  Used by
 
 import numpy as np
 
+from tinylm.layers._util import child_rng
 from tinylm.layers import (Linear, Embedding, Tanh, Sigmoid, ReLU, GELU, Softmax,
                            SoftmaxCrossEntropy, MSELoss, LayerNorm, Dropout, RNNCell, LSTMCell,
                            GRUCell, RNN, LSTM, GRU, SinusoidalPositionalEncoding,
@@ -105,7 +106,7 @@ def _layernorm(rng, dt):
 
 
 def _dropout(rng, dt):
-    return Example(Dropout(0.4, rng=rng.spawn(1)[0]), (_n(rng, 4, 6),), input_names=["x"],
+    return Example(Dropout(0.4, rng=child_rng(rng)), (_n(rng, 4, 6),), input_names=["x"],
                    description="Dropout(0.4) in training mode (mask rewound each forward)")
 
 

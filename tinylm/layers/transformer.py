@@ -28,7 +28,7 @@ from tinylm.layers.attention import MultiHeadAttention
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
 from tinylm.layers.norm import Dropout, LayerNorm
-from tinylm.layers._util import check_backward_ready, default_rng
+from tinylm.layers._util import check_backward_ready, child_rng, default_rng
 
 __all__ = ["FeedForward", "TransformerBlock"]
 
@@ -92,15 +92,15 @@ class TransformerBlock(Layer):
         self.add_layer("self_attn", MultiHeadAttention(d_model, num_heads, causal=causal,
                                                        rng=rng, dtype=dtype))
         self.add_layer("ln1", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
-        self.add_layer("drop1", Dropout(dropout, rng=rng.spawn(1)[0]))
+        self.add_layer("drop1", Dropout(dropout, rng=child_rng(rng)))
         if cross_attention:
             self.add_layer("cross_attn", MultiHeadAttention(d_model, num_heads, causal=False,
                                                             rng=rng, dtype=dtype))
             self.add_layer("ln_cross", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
-            self.add_layer("drop_cross", Dropout(dropout, rng=rng.spawn(1)[0]))
+            self.add_layer("drop_cross", Dropout(dropout, rng=child_rng(rng)))
         self.add_layer("ff", FeedForward(d_model, d_ff, activation, rng=rng, dtype=dtype))
         self.add_layer("ln2", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
-        self.add_layer("drop2", Dropout(dropout, rng=rng.spawn(1)[0]))
+        self.add_layer("drop2", Dropout(dropout, rng=child_rng(rng)))
         self._cache = None
 
     def forward(self, x, memory=None, key_padding_mask=None, memory_key_padding_mask=None):
