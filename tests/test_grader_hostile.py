@@ -187,6 +187,15 @@ def test_monkeypatching_numpy_and_the_harness(kits, tmp_path):
     assert_zero(res, "grad[")
 
 
+def test_reading_the_graders_memory(kits, tmp_path):
+    body = """
+    import os
+    with open("/proc/%d/mem" % os.getppid(), "rb") as f:
+        f.read(1)
+    """
+    assert_zero(grade(submission(kits, tmp_path, body), tmp_path), "other processes")
+
+
 def test_starting_processes_and_signalling_the_grader(kits, tmp_path):
     body = """
     import os, subprocess

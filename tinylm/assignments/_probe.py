@@ -39,6 +39,8 @@ def _install_hook(sandbox, deny):
     def inside(path, root):
         return path == root or path.startswith(root.rstrip(sep) + sep)
 
+    own_proc = "/proc/%d" % os.getpid()
+
     def check_path(event, path, writing):
         if isinstance(path, int) or path is None:
             return
@@ -46,6 +48,11 @@ def _install_hook(sandbox, deny):
             p = realpath(os.fsdecode(path))
         except Exception:
             raise PermissionError("grading sandbox: %s on a path it cannot resolve" % event)
+        parts = p.split(sep)
+        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and \
+                not inside(p, own_proc):
+            raise PermissionError("grading sandbox: %s(%r) is not allowed: other processes "
+                                  "(the grader) are off limits" % (event, path))
         if writing and not inside(p, sandbox):
             raise PermissionError("grading sandbox: %s(%r) is not allowed: code under test "
                                   "may only write inside its temporary directory"

@@ -254,9 +254,6 @@ def grade_task(task, student_files, root, seed, timeout, memory, deny, log=None)
 
     rng = np.random.default_rng(seed)
     inputs = ex.make_inputs(rng)
-    from tinylm import kernels
-    with kernels.backend("numpy"), np.errstate(all="ignore"):
-        expected = {k: np.asarray(v).copy() for k, v in exercises.run(task.exercise, inputs).items()}
     work = tempfile.mkdtemp(prefix="tinylm-grade-")
     try:
         try:
@@ -275,6 +272,12 @@ def grade_task(task, student_files, root, seed, timeout, memory, deny, log=None)
         if res.stdout.strip():
             detail += "\n--- stdout (last part) ---\n" + _clip(res.stdout, 1000)
         return all_failed(detail)
+    # the reference, computed only now: while the student's code ran, the expected
+    # arrays did not exist anywhere
+    from tinylm import kernels
+    with kernels.backend("numpy"), np.errstate(all="ignore"):
+        expected = {k: np.asarray(v).copy()
+                    for k, v in exercises.run(task.exercise, dict(inputs)).items()}
     out = []
     verdicts = {name: (frac, msg) for name, frac, msg in exercises.grade(task.exercise, res.outputs,
                                                                          expected)}
