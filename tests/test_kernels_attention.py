@@ -268,6 +268,39 @@ def test_c_nan_propagates(dtype):
 
 
 @needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_masked_nan_does_not_leak(dtype):
+    # Causal: a NaN in key/value 100 reaches only the queries that can see it
+    # (the C kernel never multiplies a masked entry, not even by 0).  The NumPy
+    # reference differs here: its 0 * NaN in p @ v spreads the NaN to every row.
+    rng = np.random.default_rng(10)
+    q, k, v, dout = make_inputs(rng, (1,), 150, 150, 8, dtype)
+    k[0, 100, 3] = np.nan
+    v[0, 100, 5] = np.nan
+    with K.backend("c"):
+        o, lse = K.attention(q, k, v, causal=True)
+        dq, dk, dv = K.attention_backward(q, k, v, o, lse, dout, causal=True)
+    assert np.all(np.isfinite(o[0, :100])) and np.all(np.isfinite(lse[0, :100]))
+    assert np.all(np.isnan(o[0, 100:]))
+    assert np.all(np.isfinite(dq[0, :100])) and np.all(np.isnan(dq[0, 100:]))
+    ok = slice(0, 100)
+    ref_o, ref_lse = K.attention_reference(q[:, ok], k[:, ok], v[:, ok], causal=True)
+    assert_close(o[:, ok], ref_o, 100)
+    # Backward: a NaN in query 20 (and its upstream gradient) reaches dk, dv
+    # only for keys 0 .. 20, the ones query 20 sees.
+    q, k, v, dout = make_inputs(rng, (1,), 150, 150, 8, dtype)
+    q[0, 20, 1] = np.nan
+    dout[0, 20, 2] = np.nan
+    with K.backend("c"):
+        o, lse = K.attention(q, k, v, causal=True)
+        dq, dk, dv = K.attention_backward(q, k, v, o, lse, dout, causal=True)
+    for g in (dk, dv):
+        assert np.all(np.isnan(g[0, :21])) and np.all(np.isfinite(g[0, 21:]))
+    assert np.all(np.isnan(dq[0, 20]))
+    assert np.all(np.isfinite(np.delete(dq[0], 20, axis=0)))
+
+
+@needs_c
 def test_c_non_contiguous_inputs_are_copied():
     rng = np.random.default_rng(4)
     base = rng.standard_normal((2, 40, 3, 16))          # (B, T, H, D) layout
