@@ -13,8 +13,8 @@ GELU-tanh  x/2 * (1 + tanh(u)),                   dy * (1/2 (1 + t) + x/2 (1 - t
 
 Phi is the standard normal CDF and phi = exp(-x^2/2)/sqrt(2 pi) its density.
 
-The sigmoid is computed without overflow: for x >= 0 as 1/(1+exp(-x)), for
-x < 0 as exp(x)/(1+exp(x)), so exp never sees a large positive argument.
+The sigmoid is computed without overflow: with e = exp(-|x|) (never above 1),
+sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
 
 NumPy has no erf, so :func:`erf` is written here (see its docstring): a
 positive-term series for |x| < 2.5 and a continued fraction for erfc beyond;
@@ -79,12 +79,9 @@ def erf(x):
 def sigmoid(x):
     """Numerically stable logistic function, element-wise, same dtype as x."""
     x = np.asarray(x)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1 / (1 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])                    # x < 0: exp(x) <= 1, never overflows
-    out[~pos] = e / (1 + e)
-    return out
+    e = np.exp(-np.abs(x))                 # in (0, 1]: never overflows
+    r = 1 / (1 + e)                        # sigmoid(|x|)
+    return np.where(x >= 0, r, e * r)      # x < 0: exp(x) / (1 + exp(x))
 
 
 class _Elementwise(Layer):
