@@ -47,7 +47,7 @@ from tinylm.kernels import _causal_allowed
 from tinylm.layers.activations import Tanh
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
-from tinylm.layers._util import as_float_input, check_backward_ready, check_dtype, default_rng
+from tinylm.layers._util import as_float_input, check_backward_ready, default_rng
 
 __all__ = ["ScaledDotProductAttention", "MultiHeadAttention", "AdditiveAttention",
            "DotProductAttention"]

@@ -93,6 +93,8 @@ class SoftmaxCrossEntropy(Layer):
                              "(vocabulary) axis, i.e. %s" % (where, t.shape, z.shape,
                                                              z.shape[:-1]))
         V = z.shape[-1]
+        if V == 0:
+            raise ValueError("%s: logits have an empty class axis (shape %s)" % (where, z.shape))
         keep = t != self.ignore_index                            # (...)
         bad = keep & ((t < 0) | (t >= V))
         if bad.any():
