@@ -37,6 +37,7 @@ _REGISTRY = {
     "rnn": "tinylm.models.rnn:RNNLMConfig:RNNLM",
     "lstm": "tinylm.models.rnn:LSTMLMConfig:LSTMLM",
     "seq2seq": "tinylm.models.seq2seq:Seq2SeqConfig:Seq2Seq",
+    "bert": "tinylm.models.bert:BERTConfig:BERT",
 }
 
 
