@@ -288,32 +288,47 @@ def _grade(sub, tmp_path, name, **kw):
                         echo=lambda *a: None, **kw)
 
 
-def test_unmodified_kit_scores_zero_and_solutions_full_marks(kits, tmp_path):
+@pytest.fixture(scope="module")
+def graded(kits, tmp_path_factory):
+    """{(assignment, "kit" | "sol"): (results, results.json path)}, graded once."""
+    out = tmp_path_factory.mktemp("graded")
+    res = {}
     for a in catalogue.ASSIGNMENTS:
-        res = _grade(kits / a.name / "kit", tmp_path, a.name)
+        for which in ("kit", "sol"):
+            path = out / ("%s-%s.json" % (a.name, which))
+            res[a.name, which] = (grader.grade(str(kits / a.name / which), str(path),
+                                               assignment=a.name, timeout=TIMEOUT, seed=11,
+                                               echo=lambda *a: None), path)
+    return res
+
+
+def test_unmodified_kit_scores_zero_and_solutions_full_marks(graded):
+    for a in catalogue.ASSIGNMENTS:
+        res = graded[a.name, "kit"][0]
         assert res["score"] == 0 and res["max_score"] == a.points
         for t in res["tests"]:
             assert t["status"] == "failed" and t["score"] == 0
             assert "grader failed" not in t["output"] and "not graded" not in t["output"]
         assert any("NotImplementedError" in t["output"] for t in res["tests"])
-        res = _grade(kits / a.name / "sol", tmp_path, a.name)
+        res = graded[a.name, "sol"][0]
         assert res["score"] == a.points, [t for t in res["tests"] if t["status"] != "passed"]
         assert all(t["status"] == "passed" for t in res["tests"])
 
 
-def test_results_json_is_gradescope_format(kits, tmp_path):
-    res = _grade(kits / "gradcheck" / "sol", tmp_path, "gradcheck")
-    on_disk = json.loads((tmp_path / "results-gradcheck.json").read_text())
-    assert on_disk == res
-    assert set(res) == {"score", "max_score", "execution_time", "output", "stdout_visibility",
-                        "tests"}
-    assert isinstance(res["execution_time"], float) and res["execution_time"] > 0
-    assert res["stdout_visibility"] == "visible"
-    for t in res["tests"]:
-        assert set(t) == {"name", "score", "max_score", "status", "output", "visibility"}
-        assert t["status"] in ("passed", "failed") and t["visibility"] == "visible"
-        assert isinstance(t["score"], float) and isinstance(t["max_score"], float)
-    assert sum(t["max_score"] for t in res["tests"]) == res["max_score"] == 20
+def test_results_json_is_gradescope_format(graded):
+    for (name, which), (res, path) in graded.items():
+        assert json.loads(path.read_text()) == res
+        assert set(res) == {"score", "max_score", "execution_time", "output",
+                            "stdout_visibility", "tests"}
+        assert isinstance(res["execution_time"], float) and res["execution_time"] > 0
+        assert res["stdout_visibility"] == "visible"
+        for t in res["tests"]:
+            assert set(t) == {"name", "score", "max_score", "status", "output", "visibility"}
+            assert t["status"] in ("passed", "failed") and t["visibility"] == "visible"
+            assert isinstance(t["score"], float) and isinstance(t["max_score"], float)
+            assert isinstance(t["output"], str) and t["output"]
+        assert sum(t["max_score"] for t in res["tests"]) == res["max_score"] == \
+            catalogue.get(name).points
 
 
 def test_partial_credit_and_independent_tasks(kits, tmp_path):
@@ -384,6 +399,12 @@ def test_hostile_zip_members_and_symlinks(kits, tmp_path):
     os.symlink(os.path.join(ROOT, "tinylm", "gradcheck.py"), d / "tinylm" / "gradcheck.py")
     res = _grade(d, tmp_path, "gradcheck")
     assert res["score"] == 0 and "symbolic link" in res["tests"][0]["output"]
+    # a linked folder one level down, pointing at the reference checkout
+    e = tmp_path / "linked-dir"
+    e.mkdir()
+    os.symlink(ROOT, e / "innocent")
+    with pytest.raises(grader.SubmissionError, match="symbolic link"):
+        grader.read_submission(str(e), ["tinylm/gradcheck.py"])
 
 
 def test_results_survive_a_crash_midway(kits, tmp_path, monkeypatch):

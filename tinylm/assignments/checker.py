@@ -24,16 +24,24 @@ class CheckError(RuntimeError):
 
 
 def kit_root(start=None):
-    """The nearest folder at or above ``start`` (default: cwd) holding assignment.json."""
+    """The kit: the nearest folder at or above ``start`` (default: cwd) holding
+    assignment.json, else the folder of the imported tinylm if that is a kit
+    (``pip install -e`` of a kit, run from elsewhere)."""
     d = os.path.abspath(start or os.getcwd())
     while True:
         if os.path.isfile(os.path.join(d, ASSIGNMENT_FILE)):
             return d
         parent = os.path.dirname(d)
         if parent == d:
-            raise CheckError("not inside an assignment kit: no %s in %s or above it. "
-                             "cd into the kit folder first." % (ASSIGNMENT_FILE, start or os.getcwd()))
+            break
         d = parent
+    if start is None:
+        import tinylm
+        d = os.path.dirname(os.path.dirname(os.path.abspath(tinylm.__file__)))
+        if os.path.isfile(os.path.join(d, ASSIGNMENT_FILE)):
+            return d
+    raise CheckError("not inside an assignment kit: no %s in %s or above it. "
+                     "cd into the kit folder first." % (ASSIGNMENT_FILE, start or os.getcwd()))
 
 
 def kit_assignment(root):

@@ -67,17 +67,21 @@ def read_submission(path, wanted):
     """
     found = {}
     if os.path.isdir(path):
+        base = os.path.realpath(path)
         for rel in wanted:
-            candidates = [os.path.join(path, rel)]
+            candidates = [os.path.join(base, *rel.split("/"))]
             try:
-                candidates += [os.path.join(path, d, rel) for d in sorted(os.listdir(path))
-                               if os.path.isdir(os.path.join(path, d))]
+                candidates += [os.path.join(base, d, *rel.split("/")) for d in sorted(os.listdir(base))
+                               if os.path.isdir(os.path.join(base, d))]
             except OSError as exc:
                 raise SubmissionError("cannot list %s: %s" % (path, exc))
             for c in candidates:
-                if os.path.islink(c) or any(os.path.islink(os.path.join(path, *rel.split("/")[:k]))
-                                            for k in range(1, rel.count("/") + 1)):
-                    raise SubmissionError("%s is a symbolic link; submit real files" % rel)
+                if not os.path.lexists(c):
+                    continue
+                # no symbolic link anywhere on the way: a link could point at the reference
+                if os.path.realpath(c) != os.path.normpath(c):
+                    raise SubmissionError("%s is (or is reached through) a symbolic link; "
+                                          "submit real files" % os.path.relpath(c, base))
                 if os.path.isfile(c):
                     if os.path.getsize(c) > MAX_SOURCE_BYTES:
                         raise SubmissionError("%s is larger than %d bytes" % (rel, MAX_SOURCE_BYTES))
