@@ -245,11 +245,17 @@ def deny_paths(root, extra=()):
     return [d for d in deny if not (tmp == d or tmp.startswith(d.rstrip(os.sep) + os.sep))]
 
 
-def grade_task(task, student_files, root, seed, timeout, memory, deny, log=None):
+def task_checks(task):
+    """[(check name, max score)]: the task's points split by the exercise's check weights."""
+    checks = exercises.EXERCISES[task.exercise].checks
+    total = sum(w for _, w, _ in checks)
+    return [(name, task.points * w / total) for name, w, _ in checks]
+
+
+def grade_task(task, student_files, root, seed, timeout, memory, deny):
     """[(check name, score, max_score, passed, output)] for one task."""
     ex = exercises.EXERCISES[task.exercise]
-    weights = sum(w for _, w, _ in ex.checks)
-    rows = [(name, task.points * w / weights) for name, w, _ in ex.checks]
+    rows = task_checks(task)
 
     def all_failed(msg):
         short = msg.splitlines()[0] if msg else ""
@@ -334,9 +340,7 @@ def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT
     echo("%-56s %8s  %s" % ("test", "score", "result"))
     for t in chosen:
         if problem:
-            rows = [(n, 0.0, t.points * w / sum(x for _, x, _ in exercises.EXERCISES[t.exercise].checks),
-                     False, "not graded: %s" % problem)
-                    for n, w, _ in exercises.EXERCISES[t.exercise].checks]
+            rows = [(n, 0.0, m, False, "not graded: %s" % problem) for n, m in task_checks(t)]
         else:
             try:
                 rows = grade_task(t, student_files, root, seed + t.number, timeout, memory, deny)
