@@ -117,7 +117,7 @@ def _readme(a, solutions):
 
         ## Work
 
-        * Open `starters/<task>.py` (a script with `# %%` cells: it opens as a notebook
+        * Open `starters/<task>.py` (a script with `# %%%%` cells: it opens as a notebook
           in VS Code or Jupyter with jupytext).  It explains the task and runs the check.
         * Write your code in the function named in the table, in place of the
           `raise NotImplementedError(...)` line.  Change nothing else: the grader takes
@@ -133,7 +133,7 @@ def _readme(a, solutions):
 
         A failing check says which array, which index, your value, the expected value
         and the relative error.  The public checks use fixed inputs (in `public/`); the
-        grader uses fresh random inputs, so code that only works on these will fail.
+        grader uses fresh random inputs, so code that only works on these will fail.%(formonly)s
 
         ## Submit
 
@@ -144,7 +144,12 @@ def _readme(a, solutions):
         Upload `submission.zip` where your instructor tells you (e.g. Gradescope).
         """) % {"num": a.number, "title": a.title, "note": note, "rows": rows, "tasks": tasks,
                 "first": a.tasks[0].id, "files": ", ".join("`%s`" % f for f in a.files),
-                "afile": ASSIGNMENT_FILE}
+                "afile": ASSIGNMENT_FILE,
+                "formonly": "".join(
+                    "\n\nFor `%s` the check looks only at the FORM of your answers (the "
+                    "expected values\nwould give them away): whether they are right is for "
+                    "your own gradient checks\nto find out." % t.id
+                    for t in a.tasks if not exercises.EXERCISES[t.exercise].public)}
 
 
 _BUGHUNT_CELLS = '''
