@@ -236,7 +236,9 @@ def _check_out(kernel, out, shape, dtype, inputs):
 
 
 def _ptr(kind, x):
-    return _ffi.cast(kind, x.ctypes.data)
+    """A C pointer to x's data (x C-contiguous, kept alive by the result).
+    ffi.from_buffer costs ~0.3 us; ffi.cast(kind, x.ctypes.data) ~1.7 us."""
+    return _ffi.from_buffer(kind[:-1].strip() + "[]", x)
 
 
 def _raise_status(kernel, status):
