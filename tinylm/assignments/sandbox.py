@@ -20,7 +20,6 @@ refused before anything is decompressed).
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -84,6 +83,8 @@ def _user_tasks():
 
 
 def _limits(memory, cpu_seconds, file_size, nproc):
+    import resource     # POSIX only: imported here so that kits import on Windows too
+
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
