@@ -26,10 +26,12 @@ A batch is four arrays (``Ls = max source length in the batch``,
 ``Lt = max target length + 1``)::
 
     src      (B, Ls)  int64   symbols, right-padded with PAD
-    src_len  (B,)     int64   true source lengths
     tgt_in   (B, Lt)  int64   [BOS, y1, ..., yn, PAD ...]   decoder inputs
     tgt_out  (B, Lt)  int64   [y1, ..., yn, EOS, PAD ...]   decoder targets
+    src_len  (B,)     int64   true source lengths
 
+in the order of ``Seq2Seq.loss(src, tgt_in, tgt_out, src_len)``, so
+``model.loss(*task.batch(32))`` trains on a fresh batch
 so ``tgt_out[:, t]`` is what the decoder must predict after reading
 ``tgt_in[:, :t+1]`` (teacher forcing), and PAD targets are ignored by the loss.
 """
@@ -96,7 +98,7 @@ class SequenceTask:
         return out + NUM_SPECIAL
 
     def batch(self, batch_size, length=None, rng=None):
-        """Draw a batch; returns ``(src, src_len, tgt_in, tgt_out)`` (see module doc).
+        """Draw a batch; returns ``(src, tgt_in, tgt_out, src_len)`` (see module doc).
 
         ``length`` fixes every source length (for accuracy-vs-length curves);
         by default lengths are drawn uniformly from [min_len, max_len].
@@ -126,7 +128,7 @@ class SequenceTask:
             tgt_in[b, 1:n + 1] = y
             tgt_out[b, :n] = y
             tgt_out[b, n] = EOS
-        return src, lens.astype(np.int64), tgt_in, tgt_out
+        return src, tgt_in, tgt_out, lens.astype(np.int64)
 
 
 def strip_special(ids):
