@@ -69,6 +69,11 @@ def run(args):
             checker.submit(out=args.out)
             return 0
         if args.action == "grade":
+            if not args.timeout > 0:
+                raise ValueError("--timeout must be > 0 seconds, got %s" % args.timeout)
+            if args.memory < 256:
+                raise ValueError("--memory must be at least 256 (MB): Python and NumPy need "
+                                 "that much address space; got %d" % args.memory)
             grader.grade(args.submission, args.out, assignment=args.assignment,
                          timeout=args.timeout, memory=args.memory * 2 ** 20, seed=args.seed,
                          tasks=args.tasks)
