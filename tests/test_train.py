@@ -133,3 +133,19 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     path = os.path.join(out, CHECKPOINT_NAME)
     model, tok, meta, _ = load_trained(path)
     assert meta["step"] >= 1
+
+
+def test_optimizer_choice_and_weight_decay_defaults():
+    from tinylm import optim
+    from tinylm.models import build_model
+    tok, tr, va = prepare_data("pydoc", "char", max_chars=5000)
+    model = build_model("gpt", dict(vocab_size=tok.vocab_size, block_size=8, n_layer=1,
+                                    n_head=1, d_model=8))
+    t = Trainer(model, tok, tr, va, TrainConfig(optimizer="adam"), log=None)
+    assert type(t.optimizer) is optim.Adam and t.optimizer.weight_decay == 0.0
+    t = Trainer(model, tok, tr, va, TrainConfig(), log=None)
+    assert type(t.optimizer) is optim.AdamW and t.optimizer.weight_decay == 0.01
+    t = Trainer(model, tok, tr, va, TrainConfig(optimizer="sgd", lr=0.1), log=None)
+    assert type(t.optimizer) is optim.SGD
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        Trainer(model, tok, tr, va, TrainConfig(optimizer="lbfgs"), log=None)

@@ -61,10 +61,11 @@ class TrainConfig:
     time_budget: float = None
     batch_size: int = 16
     block_size: int = None          # None: the model's config.block_size (or 128)
+    optimizer: str = "adamw"        # "adamw" (decoupled decay), "adam" (L2), "sgd"
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup: int = 100
-    weight_decay: float = 0.01
+    weight_decay: float = None      # None: 0.01 for adamw (decoupled), 0 for adam/sgd (L2)
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
@@ -226,15 +227,25 @@ class Trainer:
         self.config = config or TrainConfig()
         c = self.config
         if c.block_size is None:
-            c.block_size = int(getattr(model.config, "block_size", None) or 128)
+            c.block_size = int(getattr(getattr(model, "config", None), "block_size", None)
+                               or 128)
         self.train_ids = np.asarray(train_ids)
         self.val_ids = np.asarray(val_ids)
         self.out_dir = out_dir
         self.model_name = model_name
         self.log = log or (lambda *a, **k: None)
         self.params = model.parameters()
-        self.optimizer = optim.AdamW(self.params, lr=c.lr, betas=(c.beta1, c.beta2),
-                                     weight_decay=c.weight_decay)
+        if c.optimizer not in optim.OPTIMIZERS:
+            raise ValueError("unknown optimizer %r; choose one of: %s"
+                             % (c.optimizer, ", ".join(sorted(optim.OPTIMIZERS))))
+        if c.weight_decay is None:
+            c.weight_decay = 0.01 if c.optimizer == "adamw" else 0.0
+        if c.optimizer == "sgd":
+            self.optimizer = optim.SGD(self.params, lr=c.lr, momentum=c.beta1,
+                                       weight_decay=c.weight_decay)
+        else:
+            self.optimizer = optim.OPTIMIZERS[c.optimizer](
+                self.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
         self.sampler = BatchSampler(self.train_ids, c.batch_size, c.block_size, seed=c.seed)
         self.step = 0
         self.horizon = c.steps if c.time_budget is None else None  # fixed after timing
