@@ -452,6 +452,10 @@ def test_seq2seq_translate_and_accuracy_after_training():
             assert (row[np.argmax(row == tasks.EOS) + 1:] == tasks.PAD).all()
     assert model.training                           # translate restores the mode
     assert tasks.sequence_accuracy(ids, tgt_out) > 0.5
+    by_len = tasks.accuracy_by_length(model, task, [2, 4], num_examples=20)
+    assert set(by_len) == {2, 4}
+    assert all(0.0 <= a <= 1.0 and 0.0 <= t <= 1.0 for a, t in by_len.values())
+    assert by_len[2][0] > 0.5
 
 
 def test_seq2seq_bad_input():

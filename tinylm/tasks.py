@@ -44,7 +44,7 @@ NUM_SPECIAL = 3
 TRANSFORMS = ("copy", "reverse", "translate")
 
 __all__ = ["PAD", "BOS", "EOS", "TRANSFORMS", "SequenceTask",
-           "token_accuracy", "sequence_accuracy", "strip_special"]
+           "token_accuracy", "sequence_accuracy", "strip_special", "accuracy_by_length"]
 
 
 class SequenceTask:
@@ -162,3 +162,21 @@ def sequence_accuracy(pred, tgt_out):
                          % (pred.shape[0], tgt_out.shape[0]))
     hits = [strip_special(p) == strip_special(t) for p, t in zip(pred, tgt_out)]
     return float(np.mean(hits))
+
+
+def accuracy_by_length(model, task, lengths, num_examples=100, seed=0):
+    """Greedy-decoding accuracy of a seq2seq model for each source length.
+
+    model: anything with ``translate(src, src_len=...) -> (ids, weights)``
+    (e.g. :class:`tinylm.models.seq2seq.Seq2Seq`); task: a SequenceTask;
+    lengths: the source lengths to test (they may exceed the training range).
+    The test examples come from their own generator (``seed``), not the
+    task's training stream.  Returns {length: (sequence accuracy, token accuracy)}.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for n in lengths:
+        src, _, tgt_out, src_len = task.batch(num_examples, length=int(n), rng=rng)
+        pred, _ = model.translate(src, src_len=src_len)
+        out[int(n)] = (sequence_accuracy(pred, tgt_out), token_accuracy(pred, tgt_out))
+    return out
