@@ -64,10 +64,6 @@ class LanguageModel(Layer):
     def vocab_size(self):
         return int(self.config.vocab_size)
 
-    def _dtype(self):
-        """The parameters' dtype (float32 normally, float64 in gradient checks)."""
-        return self.dtype
-
     # -- the contract ----------------------------------------------------
     def forward(self, idx):
         """idx (B, T) int in [0, vocab_size) -> logits (B, T, vocab_size)."""
