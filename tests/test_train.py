@@ -16,12 +16,13 @@ from tinylm.train import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig, Tr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small slice of the default corpus keeps every run here to a few seconds.
-SMALL = dict(preset="gpt-tiny", max_chars=20000, log=lambda s: None)
+SMALL = dict(preset="gpt-tiny", max_chars=20000, log=lambda s: None, plot=False,
+             eval_batches=2)
 
 
 def test_tiny_run_learns_and_writes_files(tmp_path):
     out = str(tmp_path / "run")
-    trainer, res = train(out=out, steps=40, eval_interval=20, **SMALL)
+    trainer, res = train(out=out, steps=40, eval_interval=20, **dict(SMALL, plot=True))
     h = res.history
     assert res.stopped == "done" and res.step == 40
     assert len(h["train_loss"]) == 40 and h["step"] == list(range(1, 41))
