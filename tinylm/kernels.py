@@ -105,6 +105,9 @@ def _initial_backend():
         return "c", "TINYLM_BACKEND=c"
     if c_available():
         return "c", "default: C extension loaded"
+    if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "PURE_PYTHON")):
+        # A pure-Python copy made on purpose (an assignment kit): no C, no warning.
+        return "numpy", "pure-Python copy of tinylm (no C extension by design)"
     warnings.warn(
         "tinylm: C extension not available (%s); running on the NumPy backend, "
         "which is correct but slower. Reinstall with a C compiler to get the "

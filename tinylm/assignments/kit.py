@@ -241,6 +241,11 @@ def make_kit(name, out, solutions=False, root=None, force=False):
         raise KitError("%s exists and is not empty (use --force to write into it)" % out)
     os.makedirs(out, exist_ok=True)
     copy_package(root, out, None if solutions else stub_transform())
+    # The kit's tinylm is Python only: tell tinylm.kernels so it runs on NumPy
+    # without warning students to "reinstall with a C compiler".
+    with open(os.path.join(out, "tinylm", "PURE_PYTHON"), "w", encoding="utf-8") as f:
+        f.write("This copy of tinylm has no C extension by design (an assignment kit); "
+                "it runs on the NumPy backend.\n")
 
     def write(rel, text):
         p = os.path.join(out, rel)
