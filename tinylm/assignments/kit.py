@@ -57,6 +57,7 @@ setup(
     description="tinylm course kit: {title}",
     python_requires=">=3.9",
     packages=find_packages(include=["tinylm", "tinylm.*"]),
+    package_data={{"tinylm": ["PURE_PYTHON"]}},
     install_requires=["numpy>=1.22"],
     extras_require={{"test": ["pytest>=7"]}},
     entry_points={{"console_scripts": ["tinylm=tinylm.cli:main"]}},
