@@ -310,3 +310,46 @@ def test_dimension_too_large_for_c_int():
     a = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(2**31, 1), strides=(0, 0))
     with pytest.raises(ValueError, match="too large"):
         kernels.matmul(a, np.ones((1, 1)))
+
+
+# --------------------------------------------------------------------------
+# Spin-waiting: tinylm's OpenMP threads go to sleep soon after a kernel
+# --------------------------------------------------------------------------
+
+_IDLE_SPIN = r"""
+import os, sys, time
+import numpy as np
+from tinylm import kernels
+assert "GOMP_SPINCOUNT" not in os.environ, "tinylm leaked GOMP_SPINCOUNT"
+a = np.ones((300, 300), np.float32)
+kernels.set_num_threads(2)
+burnt = []
+for _ in range(5):
+    kernels.matmul(a, a)
+    c0 = time.process_time()
+    time.sleep(0.05)                 # the caller sleeps: who still uses the CPU?
+    burnt.append(time.process_time() - c0)
+print(sorted(burnt)[2] * 1e3)
+"""
+
+
+@requires_c
+@pytest.mark.skipif(not kernels.info().get("openmp", False), reason="serial build")
+def test_openmp_threads_do_not_keep_spinning_after_a_kernel():
+    """libgomp's default spins ~300000 times (~3.5 ms of CPU here) after each
+    parallel region, which starves numpy's BLAS threads on a small machine.
+    tinylm lowers it when it loads the extension (see tinylm/kernels.py) and
+    leaves no trace in os.environ.  Measured: CPU time the process burns while
+    its only Python thread sleeps."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMP_", "GOMP_", "TINYLM_"))}
+    env["OPENBLAS_NUM_THREADS"] = "1"    # numpy's own threads stay out of it
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _IDLE_SPIN], env=env, cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    idle_ms = float(r.stdout.strip().splitlines()[-1])
+    assert idle_ms < 1.0, "OpenMP threads burnt %.2f ms of CPU while idle" % idle_ms
