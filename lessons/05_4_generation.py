@@ -1,0 +1,180 @@
+"""Lesson 05_4 - generating text: greedy, sampling, temperature, top-k, top-p, the KV cache.
+
+Accompanies: 001 §5 项目实践：代码实例和详细解释说明, 003 §5 项目实践：代码实例和详细解释说明.
+
+001 §5 calls Hugging Face's model.generate(input_ids, max_length=100, num_return_sequences=1);
+003 §5 sends a prompt to a hosted model. You train a small GPT and call tinylm.generate with the
+same argument names, see what greedy decoding and sampling produce, how temperature, top-k and
+top-p reshape the next-token distribution, what a key/value cache saves, and what prompting a
+plain (not instruction-tuned) language model can and cannot do.
+"""
+
+# %%
+import math
+import time
+
+import numpy as np
+
+from tinylm.generate import generate, generate_ids, next_token_distribution
+from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.models import build_model
+from tinylm.train import TrainConfig, Trainer, prepare_data
+
+L = Lesson(__doc__)
+plt = matplotlib_agg()
+
+# %%
+L.step("1. A small GPT to generate from")
+tok, train_ids, val_ids = prepare_data("pydoc", "char", max_chars=L.pick(465_000, 150_000))
+model = build_model("gpt", vocab_size=tok.vocab_size, n_layer=2, n_head=4, d_model=64,
+                    block_size=64, dropout=0.0, seed=0)
+cfg = TrainConfig(steps=L.pick(800, 120), batch_size=16, lr=3e-3, min_lr=3e-4, warmup=20,
+                  eval_interval=10 ** 9, eval_batches=L.pick(16, 4), seed=0, plot=False)
+res = Trainer(model, tok, train_ids, val_ids, cfg, log=None).fit()
+print("GPT with %s parameters, %d steps in %.0f s: validation loss %.3f (perplexity %.1f)"
+      % ("{:,}".format(model.num_parameters()), res.step, res.elapsed, res.val_loss,
+         math.exp(res.val_loss)))
+
+# %%
+L.step("2. Greedy decoding vs sampling")
+# tinylm.generate.generate(model, tokenizer, prompt, max_length, num_return_sequences,
+#                          do_sample, temperature, top_k, top_p, seed)
+# max_length counts the prompt too, as in Hugging Face. Greedy (do_sample=False) takes the most
+# likely token every time; sampling draws from p = softmax(z / temperature).
+prompt = "The "
+greedy = generate(model, tok, prompt, max_length=L.pick(120, 60))[0]
+greedy2 = generate(model, tok, prompt, max_length=L.pick(120, 60))[0]
+print("greedy:\n  %r" % greedy)
+samples = generate(model, tok, prompt, max_length=L.pick(120, 60), num_return_sequences=3,
+                   do_sample=True, temperature=0.8, seed=1)
+print("sampling, temperature 0.8, 3 sequences:")
+for s in samples:
+    print("  %r" % s)
+L.check("greedy decoding is deterministic", greedy == greedy2)
+L.check("sampled sequences differ from one another", len(set(samples)) > 1)
+# greedy text of a small model tends to fall into a loop: the most likely continuation of a
+# phrase often leads back to the same phrase. Count repeated 8-character pieces:
+
+
+def repeated_share(s, n=8):
+    grams = [s[i:i + n] for i in range(len(s) - n + 1)]
+    return 1 - len(set(grams)) / max(len(grams), 1)
+
+
+print("share of repeated 8-grams: greedy %.2f, sampled %.2f"
+      % (repeated_share(greedy), np.mean([repeated_share(s) for s in samples])))
+
+# %%
+L.step("3. Temperature, top-k, top-p: reshaping one distribution")
+ids = tok.encode("The return value of the ")
+model.eval()
+z = model.forward(np.array([ids]))[:, -1]                           # (1, V) next-token logits
+temps = [0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 4.0]
+entropy = []
+for t in temps:
+    p = next_token_distribution(z, temperature=t)[0]
+    entropy.append(float(-(p[p > 0] * np.log(p[p > 0])).sum()))
+    print("temperature %4.2f: entropy %.2f nats, top token %r with p=%.2f"
+          % (t, entropy[-1], tok.decode([int(p.argmax())]), p.max()))
+p1 = next_token_distribution(z)[0]
+pk = next_token_distribution(z, top_k=5)[0]
+pp = next_token_distribution(z, top_p=0.9)[0]
+order = np.argsort(-p1)
+kept = int((pp > 0).sum())
+print("top_k=5 keeps %d tokens; top_p=0.9 keeps the %d most likely (their mass %.3f)"
+      % ((pk > 0).sum(), kept, p1[order[:kept]].sum()))
+L.check("higher temperature, flatter distribution (entropy rises with temperature)",
+        all(a < b for a, b in zip(entropy, entropy[1:])), " ".join("%.2f" % e for e in entropy))
+L.check("top_k=5 leaves exactly the 5 most likely tokens, renormalised",
+        (pk > 0).sum() == 5 and set(np.flatnonzero(pk)) == set(order[:5])
+        and abs(pk.sum() - 1) < 1e-12)
+L.check("top_p=0.9 keeps the smallest set of most likely tokens with mass >= 0.9",
+        p1[order[:kept]].sum() >= 0.9 - 1e-12 and p1[order[:kept - 1]].sum() < 0.9
+        and set(np.flatnonzero(pp)) == set(order[:kept]))
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+top = order[:15]
+labels = [repr(tok.decode([int(i)]))[1:-1] or "?" for i in top]
+w = 0.27
+for j, (name, p) in enumerate((("temperature 1", p1), ("top_k=5", pk), ("top_p=0.9", pp))):
+    axes[0].bar(np.arange(len(top)) + (j - 1) * w, p[top], width=w, label=name)
+axes[0].set_xticks(np.arange(len(top)))
+axes[0].set_xticklabels(labels)
+axes[0].set_xlabel("next character (15 most likely)")
+axes[0].set_ylabel("probability")
+axes[0].set_title("After %r" % "The return value of the ")
+axes[0].legend()
+axes[1].plot(temps, entropy, "o-")
+axes[1].axhline(math.log(tok.vocab_size), color="gray", ls="--", label="uniform over V")
+axes[1].set_xscale("log", base=2)
+axes[1].set_xlabel("temperature")
+axes[1].set_ylabel("entropy of the next-token distribution (nats)")
+axes[1].set_title("Temperature flattens or sharpens")
+axes[1].legend()
+L.savefig(fig, "sampling_controls.png")
+
+# %%
+L.step("4. The key/value cache")
+# Without a cache, every new token re-runs the model over the whole context: O(t) work for
+# token t. GPT.init_cache / GPT.forward_step keep each layer's keys and values, so each new token
+# costs one position (tinylm/models/gpt.py). Same answers, less work.
+p_ids = tok.encode(prompt)
+lengths = L.pick([16, 32, 48, 64], [16, 32, 64])
+t_cache, t_nocache = [], []
+for n in lengths:
+    t0 = time.perf_counter()
+    a = generate_ids(model, p_ids, max_length=n, use_cache=True)
+    t_cache.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    b = generate_ids(model, p_ids, max_length=n, use_cache=False)
+    t_nocache.append(time.perf_counter() - t0)
+    same = np.array_equal(a, b)
+    print("max_length %3d: with cache %6.1f ms, without %6.1f ms, same tokens: %s"
+          % (n, 1e3 * t_cache[-1], 1e3 * t_nocache[-1], same))
+    L.check("cache and no cache give the same greedy tokens (max_length %d)" % n, same)
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.plot(lengths, 1e3 * np.array(t_nocache), "o-", label="no cache (re-run the context)")
+ax.plot(lengths, 1e3 * np.array(t_cache), "s-", label="key/value cache")
+ax.set_xlabel("max_length (tokens generated + prompt)")
+ax.set_ylabel("generation time (ms)")
+ax.set_title("Greedy generation, 2-layer GPT, d_model=64")
+ax.legend()
+ax.grid(alpha=0.3)
+L.savefig(fig, "kv_cache.png")
+
+# %%
+L.step("5. Prompting a plain language model")
+# 003 §5 sends "Translate the following English text to French: '{}'" to a hosted model. Two
+# remarks: the '{}' is never filled (there is no .format call), so the model receives literally
+# '{}'; and such instructions work only with models tuned to follow instructions. A plain LM
+# like ours only CONTINUES text - so a prompt is the beginning of the text you want.
+for pr in ("The default value is ", "Changed in version ", "Translate to French: "):
+    print("%-24r -> %r" % (pr, generate(model, tok, pr, max_length=len(pr) + 40, do_sample=True,
+                                         temperature=0.6, seed=0)[0][len(pr):]))
+# What the LM does know: which text is likely. Score sentences by their log-likelihood.
+model.eval()
+
+
+def log_likelihood(text):
+    ids = np.array([tok.encode(text)])
+    logits = model.forward(ids[:, :-1])[0]                            # (T-1, V)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    return float(logp[np.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
+
+
+val_text = tok.decode([int(i) for i in val_ids[:20000]])
+pieces = [" ".join(s.split()) for s in val_text.replace("\n", " ").split(". ")]
+sentences = [s + "." for s in pieces if 30 <= len(s) <= 60 and len(s.split()) >= 5][:20]
+rng = np.random.default_rng(0)
+wins = 0
+for s in sentences:
+    shuffled = "".join(rng.permutation(list(s)))            # same characters, order lost
+    wins += log_likelihood(s) > log_likelihood(shuffled)
+print("held-out sentences scored above the same characters shuffled: %d of %d"
+      % (wins, len(sentences)))
+L.check("the model prefers real held-out sentences to their characters shuffled",
+        len(sentences) >= 5 and wins >= 0.9 * len(sentences), "%d/%d" % (wins, len(sentences)))
+
+# %%
+L.finish()
