@@ -170,6 +170,34 @@ def test_deterministic_run_to_run(threads):
             assert np.array_equal(first.view(np.uint32), again.view(np.uint32))
 
 
+@requires_c
+def test_concurrent_calls_from_python_threads(threads):
+    """cffi releases the GIL: several calls run at once and must not share
+    scratch memory."""
+    import threading
+    threads(2)
+    rng = np.random.default_rng(12)
+    jobs = [operands(rng, 150 + 7 * i, 90 + 5 * i, 260, i % 2 == 0, i % 3 == 0, DTYPES[i % 2])
+            for i in range(6)]
+    expected = [kernels.matmul_reference(a, b, i % 2 == 0, i % 3 == 0)
+                for i, (a, b) in enumerate(jobs)]
+    got = [None] * len(jobs)
+
+    def work(i):
+        a, b = jobs[i]
+        for _ in range(5):
+            got[i] = kernels.matmul(a, b, i % 2 == 0, i % 3 == 0)
+
+    with kernels.backend("c"):
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert_close(g, e, 260, "thread %d" % i)
+
+
 # --------------------------------------------------------------------------
 # Layouts: views are copied or passed with the transpose flag flipped
 # --------------------------------------------------------------------------
