@@ -51,9 +51,12 @@ class TrainConfig:
     """Everything about a run that is not the model.
 
     steps: the number of optimizer steps (the LR schedule's horizon).
-    time_budget: seconds; if set, the run stops by then, and the schedule's
-        horizon is fitted to the budget after timing the first steps
-        (``steps`` is then an upper bound).
+    time_budget: seconds; if set, the run also stops by then, and after the
+        warm-up the cosine decay follows whichever budget is closer to being
+        used up, max(step / steps, elapsed / time_budget), so the learning
+        rate reaches min_lr when the time runs out even if the machine's
+        speed changes during the run.  (Time-budgeted runs are therefore not
+        bit-reproducible; step-budgeted runs are.)
     patience: stop after this many evaluations without a better validation
         loss (early stopping); None = never.
     """
@@ -248,20 +251,32 @@ class Trainer:
                 self.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
         self.sampler = BatchSampler(self.train_ids, c.batch_size, c.block_size, seed=c.seed)
         self.step = 0
-        self.horizon = c.steps if c.time_budget is None else None  # fixed after timing
         self.best_val = math.inf
         self.bad_evals = 0
         self.history = {"step": [], "train_loss": [], "lr": [],
                         "val_step": [], "val_loss": []}
         self._elapsed_before = 0.0   # seconds spent in earlier (resumed-from) runs
+        self._t_warm = None          # elapsed seconds when the warm-up ended (time budgets)
         self.data_source = (None, None, None)  # (data, glob, max_chars), for --resume
 
     # -- schedule ----------------------------------------------------------
     def lr_at(self, step):
+        """Learning rate for 0-based ``step``: linear warm-up, then cosine to min_lr."""
         c = self.config
-        total = self.horizon or c.steps
-        return optim.warmup_cosine(c.lr, min(c.warmup, max(total - 1, 0)), total,
-                                   c.min_lr)(step)
+        warmup = min(c.warmup, max(c.steps - 1, 0))
+        if c.time_budget is None or step < warmup:
+            return optim.warmup_cosine(c.lr, warmup, c.steps, c.min_lr)(step)
+        # time budget: progress q in [0, 1] after warm-up, by steps or by time
+        q_steps = (step - warmup) / max(c.steps - warmup, 1)
+        if self._t_warm is None:
+            self._t_warm = self._elapsed_total()
+        q_time = (self._elapsed_total() - self._t_warm) / max(c.time_budget - self._t_warm, 1e-9)
+        q = min(1.0, max(q_steps, q_time))
+        big = 10 ** 6      # warmup_cosine's formula, evaluated at fraction q of its decay
+        return optim.warmup_cosine(c.lr, warmup, warmup + big, c.min_lr)(warmup + q * big)
+
+    def _elapsed_total(self):
+        return self._elapsed_before + self._run_elapsed()
 
     # -- checkpoints -------------------------------------------------------
     def _path(self, name):
@@ -282,7 +297,7 @@ class Trainer:
             "tokenizer": self.tokenizer.to_dict(),
             "train_config": dataclasses.asdict(self.config),
             "step": self.step,
-            "horizon": self.horizon,
+            "t_warm": self._t_warm,
             "optimizer": scalars,
             "sampler": self.sampler.state_dict(),
             "rngs": {k: g.bit_generator.state for k, g in _layer_rngs(self.model).items()},
@@ -315,7 +330,7 @@ class Trainer:
             if k in rngs:
                 rngs[k].bit_generator.state = st
         self.step = int(meta["step"])
-        self.horizon = meta.get("horizon")
+        self._t_warm = meta.get("t_warm")
         b = meta.get("best_val_loss")
         self.best_val = math.inf if b is None else float(b)
         self.bad_evals = int(meta.get("bad_evals", 0))
@@ -367,8 +382,9 @@ class Trainer:
         return path
 
     def _line(self, step, train_loss, val_loss, tokens_per_s, elapsed, eta):
-        total = self.horizon or self.config.steps
-        parts = ["step %*d/%d" % (len(str(total)), step, total),
+        total = self.config.steps
+        parts = ["step %d" % step if total >= 10 ** 9 else
+                 "step %*d/%d" % (len(str(total)), step, total),
                  "train %.4f" % train_loss]
         if val_loss is not None:
             parts.append("val %.4f (ppl %.2f)" % (val_loss, math.exp(min(val_loss, 50))))
@@ -380,7 +396,7 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------
     def fit(self, until=None):
-        """Train until the horizon, the time budget, early stopping or a bad loss.
+        """Train until ``steps``, the time budget, early stopping or a bad loss.
 
         until: stop after this step (as if interrupted; the LR schedule is
         still the full run's), e.g. to test that resuming reproduces a run.
@@ -391,16 +407,16 @@ class Trainer:
         model.train()
         tokens_per_step = c.batch_size * c.block_size
         self._t0 = time.perf_counter()
+        first_step = self.step
         last_log = self._t0
         log_loss, log_n, log_t, log_step = 0.0, 0, self._t0, self.step
         stopped = "done"
         val = self.history["val_loss"][-1] if self.history["val_loss"] else None
         loss = float("nan")
-        calib_from = None
         saved = None
         try:
             while True:
-                total = self.horizon or c.steps
+                total = c.steps
                 if self.step >= total:
                     break
                 if until is not None and self.step >= until:
@@ -440,19 +456,6 @@ class Trainer:
                 log_loss += loss
                 log_n += 1
 
-                # time budget: after a few steps, fit the schedule's horizon to it
-                if self.horizon is None:
-                    if calib_from is None and step - (log_step) >= 2:
-                        calib_from = (step, time.perf_counter())
-                    elif calib_from is not None and step - calib_from[0] >= 8:
-                        sec = (time.perf_counter() - calib_from[1]) / (step - calib_from[0])
-                        sec *= 1.0 + 0.35 * c.eval_batches / max(c.eval_interval, 1)
-                        left = c.time_budget - self._elapsed_before - self._run_elapsed()
-                        self.horizon = int(min(c.steps, step + max(1, 0.93 * left / sec)))
-                        self.log("time budget %s: training for %d steps"
-                                 % (_fmt_time(c.time_budget), self.horizon))
-
-                total = self.horizon or c.steps
                 is_eval = step % c.eval_interval == 0 or step == total
                 now = time.perf_counter()
                 if is_eval:
@@ -472,11 +475,9 @@ class Trainer:
                     dt = now - log_t
                     tps = (step - log_step) * tokens_per_step / dt if dt > 0 else 0.0
                     elapsed = self._elapsed_before + self._run_elapsed()
+                    eta = self._run_elapsed() / max(step - first_step, 1) * (total - step)
                     if c.time_budget is not None:
-                        eta = max(0.0, c.time_budget - elapsed)
-                    else:
-                        run_steps = step - (self.history["step"][0] - 1)
-                        eta = self._run_elapsed() / max(run_steps, 1) * (total - step)
+                        eta = min(eta, max(0.0, c.time_budget - elapsed))
                     self._line(step, log_loss / max(log_n, 1), val if is_eval else None,
                                tps, elapsed, eta)
                     last_log = log_t = time.perf_counter()
@@ -603,8 +604,6 @@ def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None,
                           model_name=meta["model"], log=log)
         trainer.data_source = source
         trainer.load_state(arrays, meta)
-        if steps is not None or time_budget is not None:
-            trainer.horizon = tcfg.steps if tcfg.time_budget is None else None
         log("resumed from %s at step %d" % (path, trainer.step))
     else:
         tcfg = TrainConfig(**tset)
