@@ -69,6 +69,11 @@ def test_errors_are_clear(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.txt"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "nope.txt" in capsys.readouterr().err
+    assert main(["train", "--model", "seq2seq", "--max-chars", "5000", "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "not a next-token language model" in capsys.readouterr().err
+    assert main(["train", "--model", "nope", "--out", str(tmp_path / "n")]) == 2
+    assert "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--preset", "gpt-huge"])
 

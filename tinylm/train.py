@@ -197,6 +197,25 @@ def _layer_rngs(model):
 # The trainer
 # --------------------------------------------------------------------------
 
+def _check_trainable(model, name):
+    """A next-token LM with loss(x, y), backward() and parameters, else a clear error."""
+    import inspect
+    what = name or type(model).__name__
+    loss = getattr(model, "loss", None)
+    if loss is None or not hasattr(model, "backward"):
+        raise ValueError("model %r has no loss(x, y) / backward(); the trainer trains "
+                         "next-token language models" % what)
+    params = [p for p in inspect.signature(loss).parameters.values()
+              if p.default is inspect.Parameter.empty]
+    if len(params) != 2:
+        raise ValueError("model %r is not a next-token language model: its loss takes (%s), "
+                         "the trainer calls loss(x, y)"
+                         % (what, ", ".join(p.name for p in params)))
+    if not model.parameters():
+        raise ValueError("model %r has no trainable parameters (a count-based model is fitted "
+                         "by counting, not by gradient descent)" % what)
+
+
 @dataclasses.dataclass
 class TrainResult:
     step: int
@@ -237,6 +256,7 @@ class Trainer:
         self.out_dir = out_dir
         self.model_name = model_name
         self.log = log or (lambda *a, **k: None)
+        _check_trainable(model, model_name)
         self.params = model.parameters()
         if c.optimizer not in optim.OPTIMIZERS:
             raise ValueError("unknown optimizer %r; choose one of: %s"
