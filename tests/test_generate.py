@@ -157,3 +157,13 @@ def test_eval_mode_during_generation_and_restored(tok):
     generate(m, tok, "he", max_length=5)
     assert seen and not any(seen)
     assert m.training
+
+
+def test_recurrent_cache_carries_past_block_size():
+    """An LSTM has no context limit: with its cache, token t sees all t tokens before it."""
+    from tinylm.models import build_model
+    m = build_model("lstm", dict(vocab_size=9, emb_dim=8, hidden=16, block_size=4, seed=1))
+    ids = generate_ids(m, [1, 2], max_length=12, use_cache=True)[0]
+    m.eval()
+    for t in range(2, 12):
+        assert ids[t] == int(np.argmax(m.forward(ids[None, :t])[0, -1]))

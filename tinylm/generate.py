@@ -14,6 +14,11 @@ How a model is stepped (see ``tinylm/models/__init__.py``):
 * otherwise ``model.forward(idx)`` is re-run on the whole growing sequence,
   cropped to ``model.config.block_size`` when the model has one.
 
+A model with a hard limit on its context (GPT: learned positions) says so with
+``model.max_context``; past it, generation crops the context to the last
+``max_context`` tokens and recomputes (the cache cannot grow further).  A
+recurrent model has no such limit: its cache (the hidden state) carries on.
+
 Picking the next token from the last position's logits z (shape (V,)):
 
 * greedy (``do_sample=False``): argmax z;
@@ -107,7 +112,10 @@ def generate_ids(model, prompt_ids, max_length=100, num_return_sequences=1,
                          % (prompt.size, max_length))
     N = int(num_return_sequences)
     rng = np.random.default_rng(seed)
-    block = getattr(getattr(model, "config", None), "block_size", None)
+    # the longest context the model can take at all (GPT: its positions); None = any
+    limit = getattr(model, "max_context", None)
+    # without a cache, the context re-run each step is cropped to this many tokens
+    block = limit or getattr(getattr(model, "config", None), "block_size", None)
     cached = use_cache and hasattr(model, "init_cache") and hasattr(model, "forward_step")
 
     out = np.empty((N, max_length), dtype=np.int64)                  # (N, L)
@@ -117,7 +125,7 @@ def generate_ids(model, prompt_ids, max_length=100, num_return_sequences=1,
     model.eval()
     try:
         cache = None
-        if cached and (block is None or cur <= block):
+        if cached and (limit is None or cur <= limit):
             cache = model.init_cache(N)
             logits = model.forward_step(out[:, :cur], cache)[:, -1]   # (N, V)
         while cur < max_length:
@@ -127,7 +135,7 @@ def generate_ids(model, prompt_ids, max_length=100, num_return_sequences=1,
             out[:, cur] = _pick(logits, do_sample, temperature, top_k, top_p, rng)
             cur += 1
             if cache is not None and cur < max_length:
-                if block is not None and cur > block:
+                if limit is not None and cur > limit:
                     cache = None        # past the longest context: crop and recompute
                 else:
                     logits = model.forward_step(out[:, cur - 1:cur], cache)[:, -1]

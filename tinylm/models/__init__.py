@@ -17,8 +17,9 @@ and otherwise re-runs ``forward`` on the growing sequence):
   ``forward_step(idx, cache) -> logits`` (idx: (B, t) new tokens only, logits
   (B, t, V); the cache is updated in place), e.g. GPT's key/value cache or an
   RNN's hidden state;
-* ``config.block_size``: the longest context the model accepts (generation
-  crops the context to it when there is no cache).
+* ``config.block_size``: the context generation re-runs when there is no
+  cache; ``max_context``: a hard limit on the context (GPT's positions), past
+  which generation crops and recomputes.
 
 The classes are imported lazily (only when a model is asked for), so one
 model's module failing to import does not break the others.  To add a model,

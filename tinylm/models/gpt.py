@@ -188,6 +188,11 @@ class GPT(Layer):
         return None
 
     # -- generation with a key/value cache -----------------------------------
+    @property
+    def max_context(self):
+        """The longest context GPT can read: its block_size learned positions."""
+        return self.config.block_size
+
     def init_cache(self, batch_size):
         """An empty cache: per layer, keys and values (B, H, 0, dh)."""
         c = self.config
