@@ -207,7 +207,7 @@ ax.axhline(unigram, color="tab:red", ls=":", label="unigram frequencies (no cont
 ax.set_xlabel("training step (batch of %d)" % batch)
 ax.set_ylabel("cross-entropy (nats per character)")
 ax.set_title("002 §4's network as a character LM (context %d)" % n)
-ax.legend()
+ax.legend(loc="center right")
 L.savefig(fig, "mlp_training.png")
 L.check("training lowers the validation loss well below the no-context baseline",
         final_val < unigram - 0.3, "%.3f vs unigram %.3f" % (final_val, unigram))
