@@ -267,9 +267,11 @@ static void FN(tile_scores)(int64_t R, int64_t NC, int64_t d, real alpha,
 /* ---- tile kernel 2: accumulate P B ---------------------------------------- */
 
 /* One register block: for NR rows and NV vectors of columns,
- *     C[r, 0 : NV*VL] += sum_{c = lo .. hi-1} P[r, c] * B[c, 0 : NV*VL] */
+ *     C[r, 0 : NV*VL] += sum_{c = lo .. hi-1} P(r, c) * B[c, 0 : NV*VL]
+ * where P(r, c) = P[r * prs + c * pcs]  (pcs = 1: row-major; prs = 1: P is
+ * stored transposed, as the backward's dS^T tile is when it makes dq). */
 TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int64_t hi,
-                                     const real *P, int64_t ldp,
+                                     const real *P, int64_t prs, int64_t pcs,
                                      const real *B, int64_t ldb,
                                      real *C, int64_t ldc) {
     vec acc[2][4];
@@ -279,7 +281,7 @@ TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int
         vec b[4];
         for (int u = 0; u < NV; u++) b[u] = FN(vload)(B + c * ldb + u * VL);
         for (int r = 0; r < NR; r++) {
-            real p = P[r * ldp + c];
+            real p = P[r * prs + c * pcs];
             for (int u = 0; u < NV; u++) acc[r][u] += p * b[u];
         }
     }
@@ -289,44 +291,44 @@ TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int
 
 /* NR rows over the column range [lo, hi), all of C's dp columns. */
 TL_ALWAYS_INLINE void FN(axpy_rows)(const int NR, int64_t lo, int64_t hi, int64_t dp,
-                                    const real *P, int64_t ldp, const real *B, real *C) {
+                                    const real *P, int64_t prs, int64_t pcs, const real *B, real *C) {
     if (lo >= hi) return;
     int64_t x0 = 0;
     for (; x0 + 4 * VL <= dp; x0 += 4 * VL)
-        FN(axpy_block)(NR, 4, lo, hi, P, ldp, B + x0, dp, C + x0, dp);
+        FN(axpy_block)(NR, 4, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp);
     /* 1 to 3 vectors left (NV must be a constant for the registers to stay registers) */
     switch ((dp - x0) / VL) {
-    case 3: FN(axpy_block)(NR, 3, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
-    case 2: FN(axpy_block)(NR, 2, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
-    case 1: FN(axpy_block)(NR, 1, lo, hi, P, ldp, B + x0, dp, C + x0, dp); break;
+    case 3: FN(axpy_block)(NR, 3, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp); break;
+    case 2: FN(axpy_block)(NR, 2, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp); break;
+    case 1: FN(axpy_block)(NR, 1, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp); break;
     default: break;
     }
 }
 
 /* C += P B, each row over its own range of P's columns:
- *     C[r, :] += sum_{c = lo[r] .. hi[r]-1} P[r, c] * B[c, :]      r < R
- * P: (R, ldp) scratch   B: (*, dp) scratch   C: (R, dp) scratch, dp a
+ *     C[r, :] += sum_{c = lo[r] .. hi[r]-1} P(r, c) * B[c, :]      r < R
+ * P(r, c) = P[r * prs + c * pcs] scratch   B: (*, dp)   C: (R, dp), dp a
  * multiple of VL.  Rows are done in pairs (two rows share each load of B);
  * every row still adds its terms in increasing c, as a lone row would. */
 static void FN(tile_axpy)(int64_t R, int64_t dp, const int64_t *lo, const int64_t *hi,
-                          const real *P, int64_t ldp, const real *B, real *C) {
+                          const real *P, int64_t prs, int64_t pcs, const real *B, real *C) {
     int64_t r = 0;
     for (; r + 2 <= R; r += 2) {
-        const real *P0 = P + r * ldp, *P1 = P0 + ldp;
+        const real *P0 = P + r * prs, *P1 = P0 + prs;
         real *C0 = C + r * dp, *C1 = C0 + dp;
         int64_t a = max64(lo[r], lo[r + 1]), z = min64(hi[r], hi[r + 1]);
         if (a >= z) {   /* no common columns: one row at a time */
-            FN(axpy_rows)(1, lo[r], hi[r], dp, P0, ldp, B, C0);
-            FN(axpy_rows)(1, lo[r + 1], hi[r + 1], dp, P1, ldp, B, C1);
+            FN(axpy_rows)(1, lo[r], hi[r], dp, P0, prs, pcs, B, C0);
+            FN(axpy_rows)(1, lo[r + 1], hi[r + 1], dp, P1, prs, pcs, B, C1);
             continue;
         }
-        FN(axpy_rows)(1, lo[r], a, dp, P0, ldp, B, C0);      /* before the common part */
-        FN(axpy_rows)(1, lo[r + 1], a, dp, P1, ldp, B, C1);
-        FN(axpy_rows)(2, a, z, dp, P0, ldp, B, C0);          /* both rows */
-        FN(axpy_rows)(1, z, hi[r], dp, P0, ldp, B, C0);      /* after it */
-        FN(axpy_rows)(1, z, hi[r + 1], dp, P1, ldp, B, C1);
+        FN(axpy_rows)(1, lo[r], a, dp, P0, prs, pcs, B, C0);      /* before the common part */
+        FN(axpy_rows)(1, lo[r + 1], a, dp, P1, prs, pcs, B, C1);
+        FN(axpy_rows)(2, a, z, dp, P0, prs, pcs, B, C0);          /* both rows */
+        FN(axpy_rows)(1, z, hi[r], dp, P0, prs, pcs, B, C0);      /* after it */
+        FN(axpy_rows)(1, z, hi[r + 1], dp, P1, prs, pcs, B, C1);
     }
-    if (r < R) FN(axpy_rows)(1, lo[r], hi[r], dp, P + r * ldp, ldp, B, C + r * dp);
+    if (r < R) FN(axpy_rows)(1, lo[r], hi[r], dp, P + r * prs, prs, pcs, B, C + r * dp);
 }
 
 /* ---- copies into scratch ------------------------------------------------- */
@@ -430,7 +432,7 @@ static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int
             sc->hi[r] = n;
         }
         /* acc[r, :] += sum_{c < n_r} P[r, c] v[j0 + c, :] */
-        FN(tile_axpy)(R, dp, tl_zeros, sc->hi, S, BK, sc->vp, acc);
+        FN(tile_axpy)(R, dp, tl_zeros, sc->hi, S, BK, 1, sc->vp, acc);
     }
 
     /* o = acc / l,  lse = m + log(l);  a row that saw no key: o = 0, lse = -inf */
@@ -509,9 +511,13 @@ typedef struct {
     real *dps;     /* (BQ, BK)  dP, then dS                      */
     real *dq_acc;  /* (BQ, dp)  sum_j dS[i, j] k[j]              */
     int64_t *n;    /* (BQ,)     visible keys of the block, per row */
+    /* one task per problem */
+    real *dq_all;  /* (tq, dp)  sum_j dS[i, j] k[j], whole problem */
 } FN(bwd_scratch);
 
-static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(bwd_scratch) *sc) {
+/* tq_all: rows of dq_all (tq for one task per problem, else 0). */
+static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, int64_t tq_all,
+                             FN(bwd_scratch) *sc) {
     size_t off = 0;
     const size_t tile_d = sizeof(real) * (size_t)(d * BQ);   /* BQ == BK */
     const size_t tile_dp = sizeof(real) * (size_t)(BQ * dp);
@@ -535,6 +541,7 @@ static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(bwd_
     sc->dps = (real *)carve(base, &off, sizeof(real) * BQ * BK);
     sc->dq_acc = (real *)carve(base, &off, tile_dp);
     sc->n = (int64_t *)carve(base, &off, sizeof(int64_t) * BQ);
+    sc->dq_all = (real *)carve(base, &off, sizeof(real) * (size_t)(tq_all * dp));
     return off;
 }
 
@@ -545,15 +552,19 @@ static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(bwd_
  *     dP^T[c, r] = v[j0+c] . dout[i0+r]
  *     dS^T[c, r] = P^T[c, r] * (dP^T[c, r] - delta[i0+r])
  *     dv[j0+c] += sum_r P^T[c, r] dout[i0+r]
- *     dk[j0+c] += sum_r dS^T[c, r] q[i0+r]        (times scale at the end) */
+ *     dk[j0+c] += sum_r dS^T[c, r] q[i0+r]        (times scale at the end)
+ * and, if dq_all is not NULL (the task owns the whole problem), also
+ *     dq_all[i0+r] += sum_c dS^T[c, r] k[j0+c]   (dq before the scale),
+ * adding the terms in the same order as dq_block does. */
 static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
                           int64_t dp, real scale, int causal,
                           const real *q, const real *k, const real *v,
                           const real *dout, const real *lse, const real *delta,
-                          real *dk, real *dv, int64_t j0, int64_t C) {
+                          real *dk, real *dv, real *dq_all, int64_t j0, int64_t C) {
     const int64_t shift = tk - tq;            /* key j visible to query i iff i >= j - shift */
     memset(sc->dk_acc, 0, sizeof(real) * (size_t)(C * dp));
     memset(sc->dv_acc, 0, sizeof(real) * (size_t)(C * dp));
+    if (dq_all != NULL) FN(copy_padded)(C, d, dp, k + j0 * d, sc->kp);
     /* Queries before i_start see none of these keys: start at its block. */
     const int64_t i_start = causal ? clamp64(j0 - shift, 0, tq) : 0;
 
@@ -591,8 +602,19 @@ static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int
             }
         }
         /* dv_acc += P^T dout,   dk_acc += dS^T q   (each key over its visible queries) */
-        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->pt, BQ, sc->dop, sc->dv_acc);
-        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->dst, BQ, sc->qp, sc->dk_acc);
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->pt, BQ, 1, sc->dop, sc->dv_acc);
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->dst, BQ, 1, sc->qp, sc->dk_acc);
+
+        if (dq_all != NULL) {
+            /* dq_all[i0+r] += sum_{c < n_r} dS^T[c, r] k[j0+c]: query r sees the
+             * first n_r keys of the block (none if lse = -inf), and those
+             * dS^T[c, r] were all computed above (r >= lo[c] iff c < n_r). */
+            for (int64_t r = 0; r < R; r++) {
+                int64_t n = causal ? clamp64(i0 + r + shift + 1 - j0, 0, C) : C;
+                sc->n[r] = lse[i0 + r] == (real)-INFINITY ? 0 : n;
+            }
+            FN(tile_axpy)(R, dp, tl_zeros, sc->n, sc->dst, 1, BQ, sc->kp, dq_all + i0 * dp);
+        }
     }
 
     for (int64_t c = 0; c < C; c++) {
@@ -642,7 +664,7 @@ static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int6
             }
         }
         /* dq_acc += dS k */
-        FN(tile_axpy)(R, dp, tl_zeros, sc->n, sc->dps, BK, sc->kp, sc->dq_acc);
+        FN(tile_axpy)(R, dp, tl_zeros, sc->n, sc->dps, BK, 1, sc->kp, sc->dq_acc);
     }
 
     for (int64_t r = 0; r < R; r++) {
@@ -650,6 +672,21 @@ static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int6
         const real *a = sc->dq_acc + r * dp;
         for (int64_t x = 0; x < d; x++) dqrow[x] = scale * a[x];
     }
+}
+
+/* The whole backward of one problem in one task: every key block through
+ * dkv_block, which also accumulates dq (5 tile products per tile pair). */
+static void FN(bwd_problem)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
+                            int64_t dp, real scale, int causal,
+                            const real *q, const real *k, const real *v,
+                            const real *dout, const real *lse, const real *delta,
+                            real *dq, real *dk, real *dv) {
+    memset(sc->dq_all, 0, sizeof(real) * (size_t)(tq * dp));
+    for (int64_t j0 = 0; j0 < tk; j0 += BK)
+        FN(dkv_block)(sc, tq, tk, d, dp, scale, causal, q, k, v, dout, lse, delta,
+                      dk, dv, sc->dq_all, j0, min64(BK, tk - j0));
+    for (int64_t i = 0; i < tq; i++)
+        for (int64_t x = 0; x < d; x++) dq[i * d + x] = scale * sc->dq_all[i * dp + x];
 }
 
 int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, int causal,
@@ -660,16 +697,24 @@ int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
     if (bh < 0 || tq < 0 || tk < 0 || d < 0) return TL_EINVAL;
     const int64_t dp = (d + VL - 1) / VL * VL;
     const int64_t nqb = (tq + BQ - 1) / BQ, nkb = (tk + BK - 1) / BK;
-    /* Tasks 0 .. bh*nkb-1: (bh, key block) -> dk, dv.
-     * Tasks bh*nkb .. end:  (bh, query block) -> dq. */
-    const int64_t n_kv = bh * nkb, ntasks = n_kv + bh * nqb;
-    if (ntasks == 0) return TL_OK;
     int nt = TL_NTHREADS(nthreads);
     if (nt < 1) nt = 1;
+    /* Two ways to cut the work into tasks that each own the rows they write:
+     *  - at least two problems per thread: one task per problem, which makes
+     *    dk, dv and dq together (5 tile products per tile pair);
+     *  - otherwise (few heads, long sequences), for more parallelism:
+     *      tasks 0 .. bh*nkb-1:  (bh, key block)   -> dk, dv
+     *      tasks bh*nkb .. end:  (bh, query block) -> dq     (7 products).
+     * Both add every sum in the same order: the bits do not depend on which. */
+    const int per_problem = bh >= 2 * (int64_t)nt;
+    const int64_t n_kv = per_problem ? 0 : bh * nkb;
+    const int64_t ntasks = per_problem ? bh : n_kv + bh * nqb;
+    if (ntasks == 0) return TL_OK;
     if ((int64_t)nt > ntasks) nt = (int)ntasks;
 
     FN(bwd_scratch) layout;
-    const size_t per_thread = FN(bwd_layout)(NULL, d, dp, &layout);
+    const int64_t tq_all = per_problem ? tq : 0;
+    const size_t per_thread = FN(bwd_layout)(NULL, d, dp, tq_all, &layout);
     const size_t delta_bytes = sizeof(real) * (size_t)(bh * tq) + 64;
     unsigned char *scratch = (unsigned char *)tl_alloc(per_thread * (size_t)nt + delta_bytes);
     if (scratch == NULL) return TL_ENOMEM;
@@ -679,7 +724,7 @@ int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
 #pragma omp parallel num_threads(nt)
     {
         FN(bwd_scratch) sc;
-        FN(bwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, &sc);
+        FN(bwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, tq_all, &sc);
 
         /* delta[i] = sum_x dout[i, x] * o[i, x]   for every query row */
 #pragma omp for schedule(static)
@@ -692,12 +737,17 @@ int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
 
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < ntasks; t++) {
-            if (t < n_kv) {   /* first key blocks first: with causal they see the most queries */
+            if (per_problem) {
+                FN(bwd_problem)(&sc, tq, tk, d, dp, scale, causal,
+                                q + t * tq * d, k + t * tk * d, v + t * tk * d,
+                                dout + t * tq * d, lse + t * tq, delta + t * tq,
+                                dq + t * tq * d, dk + t * tk * d, dv + t * tk * d);
+            } else if (t < n_kv) {   /* first key blocks first: with causal they see the most queries */
                 const int64_t b = t / nkb, j0 = (t % nkb) * BK;
                 FN(dkv_block)(&sc, tq, tk, d, dp, scale, causal,
                               q + b * tq * d, k + b * tk * d, v + b * tk * d,
                               dout + b * tq * d, lse + b * tq, delta + b * tq,
-                              dk + b * tk * d, dv + b * tk * d, j0, min64(BK, tk - j0));
+                              dk + b * tk * d, dv + b * tk * d, NULL, j0, min64(BK, tk - j0));
             } else {          /* last query blocks first: they see the most keys */
                 const int64_t u = t - n_kv, b = u / nqb, i0 = (nqb - 1 - u % nqb) * BQ;
                 FN(dq_block)(&sc, tq, tk, d, dp, scale, causal,

@@ -40,6 +40,17 @@ def assert_lse_close(actual, expected, k):
     assert_close(actual[finite], expected[finite], k, "lse")
 
 
+@pytest.fixture
+def two_threads():
+    """The C backward picks its task split from (batch*heads) and the thread
+    count: bh >= 2 * threads -> one task per problem, else two task kinds.
+    Tests pin 2 threads so that bh <= 3 takes the second path, bh >= 4 the first."""
+    old = K.get_num_threads()
+    K.set_num_threads(2)
+    yield
+    K.set_num_threads(old)
+
+
 def check_c_matches_reference(q, k, v, dout, causal, scale):
     """Run forward and backward on the C backend and compare with the reference."""
     tq, d = q.shape[-2:]
@@ -103,18 +114,22 @@ def test_reference_backward_is_the_gradient(tq, tk, causal, scale):
 # --------------------------------------------------------------------------
 
 @needs_c
+@pytest.mark.usefixtures("two_threads")
 @given(bh=st.integers(1, 3), tq=st.integers(1, 140), tk=st.integers(1, 140),
        d=st.integers(1, 130), dtype=st.sampled_from([np.float32, np.float64]),
        causal=st.booleans(), scale=st.one_of(st.none(), st.floats(0.05, 2.0)),
        seed=st.integers(0, 2**31))
 def test_c_matches_reference_random_shapes(bh, tq, tk, d, dtype, causal, scale, seed):
+    # bh <= 3 with 2 threads: the backward's (key block) + (query block) tasks
     rng = np.random.default_rng(seed)
     q, k, v, dout = make_inputs(rng, (bh,), tq, tk, d, dtype)
     check_c_matches_reference(q, k, v, dout, causal, scale)
 
 
 # Sizes around the 64 x 64 tiles and the vector widths, T = 1, tq != tk.
+# bh = 4 with 2 threads: the backward's one-task-per-problem path.
 @needs_c
+@pytest.mark.usefixtures("two_threads")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("tq, tk, d", [
@@ -123,7 +138,7 @@ def test_c_matches_reference_random_shapes(bh, tq, tk, d, dtype, causal, scale, 
 ])
 def test_c_matches_reference_tile_edges(tq, tk, d, causal, dtype):
     rng = np.random.default_rng(tq * 1000 + tk * 10 + d)
-    q, k, v, dout = make_inputs(rng, (2,), tq, tk, d, dtype)
+    q, k, v, dout = make_inputs(rng, (4,), tq, tk, d, dtype)
     check_c_matches_reference(q, k, v, dout, causal, None)
 
 
