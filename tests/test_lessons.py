@@ -15,11 +15,20 @@ def test_there_are_lessons():
     assert LESSONS, "no lesson scripts found in lessons/"
 
 
+def _env():
+    """Run lessons against the tinylm this test process imports (installed, or the checkout)."""
+    import tinylm
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(tinylm.__file__)))
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, MPLBACKEND="Agg",
+                PYTHONPATH=pkg_root + (os.pathsep + path if path else ""))
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=[os.path.basename(p)[:-3] for p in LESSONS])
 def test_lesson_runs_fast_and_its_checks_pass(path, tmp_path):
     r = subprocess.run([sys.executable, path, "--fast", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
-                       stdin=subprocess.DEVNULL, env=dict(os.environ, MPLBACKEND="Agg"))
+                       stdin=subprocess.DEVNULL, env=_env())
     tail = (r.stdout[-3000:] + "\n" + r.stderr[-3000:])
     assert r.returncode == 0, tail
     assert "all checks passed" in r.stdout, tail
