@@ -13,12 +13,21 @@ BertModel, step by step (shapes for a batch of B sequences of T tokens)::
 
     e = word_emb[ids] + pos_emb[0..T-1] + type_emb[token_type_ids]     (B, T, H)
     h = LayerNorm(e)                                                    (B, T, H)
-    for each of the L layers (post-LN Transformer block):
-        a = MultiHeadAttention(h, key_padding_mask = not attention_mask)
-        h = LayerNorm(h + a)                                            (B, T, H)
-        f = Linear_out(GELU(Linear_in(h)))         H -> 4H -> H, exact erf GELU
-        h = LayerNorm(h + f)                                            (B, T, H)
+    for each of the L layers (tinylm.layers.TransformerBlock, post-LN):
+        a = self_attn(h, key_padding_mask = not attention_mask)         (B, T, H)
+        h = ln1(h + a)                                                  (B, T, H)
+        f = ff.fc2(GELU(ff.fc1(h)))                H -> 4H -> H, exact erf GELU
+        h = ln2(h + f)                                                  (B, T, H)
     return h                                                            (B, T, H)
+
+Hugging Face name -> tinylm name, per layer N (see :func:`hf_parameter_names`)::
+
+    encoder.layer.N.attention.self.{query,key,value}  layerN.self_attn.{q,k,v}_proj
+    encoder.layer.N.attention.output.dense            layerN.self_attn.out_proj
+    encoder.layer.N.attention.output.LayerNorm        layerN.ln1
+    encoder.layer.N.intermediate.dense                layerN.ff.fc1
+    encoder.layer.N.output.dense                      layerN.ff.fc2
+    encoder.layer.N.output.LayerNorm                  layerN.ln2
 
 Dropout (p = 0.1 after the embeddings, the attention output and the feed-forward
 output) is only active in training mode; :class:`SentenceEncoder` is put in
