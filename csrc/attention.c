@@ -75,6 +75,17 @@
 
 static const int64_t tl_zeros[BQ];   /* "every row starts at column 0" for tile_axpy */
 
+/* A task that owns a whole problem lays out that problem's operands once,
+ * instead of block by block, if they take at most this much: they must stay
+ * in the L2 cache (512 KiB per core here), or block copies are faster. */
+#define TL_ATTN_WHOLE_BYTES ((size_t)256 << 10)
+
+/* Row stride for a whole problem's transposed (d, len) operand: len rounded
+ * up to whole tiles, plus 16 elements.  Without the 16, a stride of a power
+ * of two such as 1024 floats (4 KiB) puts the d rows a tile kernel walks
+ * down into the same few L1 cache sets, and they evict each other. */
+static inline int64_t whole_ld(int64_t len) { return (len + BK - 1) / BK * BK + 16; }
+
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return min64(max64(x, lo), hi); }
@@ -251,16 +262,18 @@ TL_ALWAYS_INLINE void FN(scores_block)(const int NR, int64_t d, real alpha,
 /* C = alpha * A B^T  as a (R, NC) tile:
  *     C[r, c] = alpha * sum_x A[r, x] * BT[x, c]        r < R, c < NC
  * A: (R, d) rows of a user array (row stride lda)
- * BT: (d, NC) transposed copy of B, NC a multiple of 4 vectors
+ * BT: (d, >= NC) transposed copy of B (row stride ldbt), NC a multiple of
+ *     4 vectors
  * C: (R, NC) scratch.  Each C element sums x = 0 .. d-1 in order. */
 static void FN(tile_scores)(int64_t R, int64_t NC, int64_t d, real alpha,
-                            const real *A, int64_t lda, const real *BT, real *C) {
+                            const real *A, int64_t lda, const real *BT, int64_t ldbt,
+                            real *C) {
     for (int64_t c0 = 0; c0 < NC; c0 += 4 * VL) {   /* 4-vector column block */
         int64_t r = 0;
         for (; r + 2 <= R; r += 2)
-            FN(scores_block)(2, d, alpha, A + r * lda, lda, BT + c0, NC, C + r * NC + c0, NC);
+            FN(scores_block)(2, d, alpha, A + r * lda, lda, BT + c0, ldbt, C + r * NC + c0, NC);
         if (r < R)
-            FN(scores_block)(1, d, alpha, A + r * lda, lda, BT + c0, NC, C + r * NC + c0, NC);
+            FN(scores_block)(1, d, alpha, A + r * lda, lda, BT + c0, ldbt, C + r * NC + c0, NC);
     }
 }
 
@@ -349,8 +362,12 @@ static void FN(copy_padded)(int64_t n, int64_t d, int64_t dp, const real *X, rea
 /* ======================= forward ======================================== */
 
 typedef struct {
-    real *kt;   /* (d, BK)   K block, transposed          */
-    real *vp;   /* (BK, dp)  V block, padded               */
+    /* K and V of one key block (whole = 0, ld = BK), or of the whole problem
+     * (whole = 1, ld = whole_ld(tk)), laid out for the tile kernels: */
+    int whole;
+    int64_t ld;
+    real *kt;   /* (d, ld)   K, transposed                 */
+    real *vp;   /* (ld, dp)  V, rows padded to dp          */
     real *s;    /* (BQ, BK)  scores, then probabilities     */
     real *acc;  /* (BQ, dp)  unnormalised output rows       */
     real *m;    /* (BQ,)     running row max                */
@@ -358,10 +375,14 @@ typedef struct {
     int64_t *hi;/* (BQ,)     visible keys of the block, per row */
 } FN(fwd_scratch);
 
-static size_t FN(fwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(fwd_scratch) *sc) {
+/* ld_whole: 0 for block layout, else whole_ld(tk) for whole problems */
+static size_t FN(fwd_layout)(unsigned char *base, int64_t d, int64_t dp, int64_t ld_whole,
+                             FN(fwd_scratch) *sc) {
     size_t off = 0;
-    sc->kt = (real *)carve(base, &off, sizeof(real) * (size_t)(d * BK));
-    sc->vp = (real *)carve(base, &off, sizeof(real) * (size_t)(BK * dp));
+    sc->whole = ld_whole > 0;
+    sc->ld = sc->whole ? ld_whole : BK;
+    sc->kt = (real *)carve(base, &off, sizeof(real) * (size_t)(d * sc->ld));
+    sc->vp = (real *)carve(base, &off, sizeof(real) * (size_t)(sc->ld * dp));
     sc->s = (real *)carve(base, &off, sizeof(real) * BQ * BK);
     sc->acc = (real *)carve(base, &off, sizeof(real) * (size_t)(BQ * dp));
     sc->m = (real *)carve(base, &off, sizeof(real) * BQ);
@@ -371,7 +392,8 @@ static size_t FN(fwd_layout)(unsigned char *base, int64_t d, int64_t dp, FN(fwd_
 }
 
 /* Forward for query rows i0 .. i0+R-1 of one (batch*head) problem.
- * q, o: (tq, d)   k, v: (tk, d)   lse: (tq,)   (already offset to the problem) */
+ * q, o: (tq, d)   k, v: (tk, d)   lse: (tq,)   (already offset to the problem)
+ * With sc->whole, sc->kt and sc->vp already hold this problem's K and V. */
 static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
                           int64_t dp, real scale, int causal,
                           const real *q, const real *k, const real *v,
@@ -389,11 +411,17 @@ static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int
 
     for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
         const int64_t C = min64(BK, tk - j0);            /* keys in this block */
-        FN(copy_transposed)(C, d, k + j0 * d, sc->kt, BK);
-        FN(copy_padded)(C, d, dp, v + j0 * d, sc->vp);
+        const real *kt = sc->kt, *vp = sc->vp;          /* this block's K^T and V */
+        if (sc->whole) {
+            kt += j0;
+            vp += j0 * dp;
+        } else {
+            FN(copy_transposed)(C, d, k + j0 * d, sc->kt, BK);
+            FN(copy_padded)(C, d, dp, v + j0 * d, sc->vp);
+        }
 
         /* S[r, c] = scale * q[i0+r] . k[j0+c]                      (R, BK) */
-        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, sc->kt, S);
+        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, kt, sc->ld, S);
 
         for (int64_t r = 0; r < R; r++) {
             real *Sr = S + r * BK;
@@ -432,7 +460,7 @@ static void FN(fwd_block)(const FN(fwd_scratch) *sc, int64_t tq, int64_t tk, int
             sc->hi[r] = n;
         }
         /* acc[r, :] += sum_{c < n_r} P[r, c] v[j0 + c, :] */
-        FN(tile_axpy)(R, dp, tl_zeros, sc->hi, S, BK, 1, sc->vp, acc);
+        FN(tile_axpy)(R, dp, tl_zeros, sc->hi, S, BK, 1, vp, acc);
     }
 
     /* o = acc / l,  lse = m + log(l);  a row that saw no key: o = 0, lse = -inf */
@@ -456,14 +484,22 @@ int FN(tl_attn_fwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
     if (bh < 0 || tq < 0 || tk < 0 || d < 0) return TL_EINVAL;
     const int64_t dp = (d + VL - 1) / VL * VL;      /* d padded to whole vectors */
     const int64_t nqb = (tq + BQ - 1) / BQ;         /* query blocks per problem */
-    const int64_t ntasks = bh * nqb;
-    if (ntasks == 0) return TL_OK;
+    const int64_t tkp = whole_ld(tk);               /* row stride of a whole K^T */
     int nt = TL_NTHREADS(nthreads);
     if (nt < 1) nt = 1;
+    /* Tasks: with at least two problems per thread, and K, V of a problem
+     * within TL_ATTN_WHOLE_BYTES, one task per problem lays out K and V once
+     * for all its query blocks.  Otherwise one task per (problem, query
+     * block), each copying the key blocks it uses.  Same arithmetic, same bits. */
+    const int whole = bh >= 2 * (int64_t)nt &&
+                      sizeof(real) * (size_t)(tkp * (d + dp)) <= TL_ATTN_WHOLE_BYTES;
+    const int64_t ntasks = whole ? bh : bh * nqb;
+    if (ntasks == 0) return TL_OK;
     if ((int64_t)nt > ntasks) nt = (int)ntasks;
 
     FN(fwd_scratch) layout;
-    const size_t per_thread = FN(fwd_layout)(NULL, d, dp, &layout);
+    const int64_t ld_whole = whole ? tkp : 0;
+    const size_t per_thread = FN(fwd_layout)(NULL, d, dp, ld_whole, &layout);
     unsigned char *scratch = (unsigned char *)tl_alloc(per_thread * (size_t)nt);
     if (scratch == NULL) return TL_ENOMEM;
     memset(scratch, 0, per_thread * (size_t)nt);
@@ -471,10 +507,19 @@ int FN(tl_attn_fwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
 #pragma omp parallel num_threads(nt)
     {
         FN(fwd_scratch) sc;
-        FN(fwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, &sc);
-        /* Heaviest causal blocks (the last query blocks) first. */
+        FN(fwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, ld_whole, &sc);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < ntasks; t++) {
+            if (whole) {   /* problem t: K^T and V once, then every query block */
+                FN(copy_transposed)(tk, d, k + t * tk * d, sc.kt, tkp);
+                FN(copy_padded)(tk, d, dp, v + t * tk * d, sc.vp);
+                for (int64_t i0 = 0; i0 < tq; i0 += BQ)
+                    FN(fwd_block)(&sc, tq, tk, d, dp, scale, causal,
+                                  q + t * tq * d, k + t * tk * d, v + t * tk * d,
+                                  o + t * tq * d, lse + t * tq, i0, min64(BQ, tq - i0));
+                continue;
+            }
+            /* (problem, query block): heaviest causal blocks (the last) first */
             const int64_t b = t / nqb, qb = nqb - 1 - t % nqb;
             const int64_t i0 = qb * BQ, R = min64(BQ, tq - i0);
             FN(fwd_block)(&sc, tq, tk, d, dp, scale, causal,
@@ -489,11 +534,15 @@ int FN(tl_attn_fwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
 /* ======================= backward ======================================= */
 
 typedef struct {
-    /* dk/dv task: one key block against all query blocks that can see it */
-    real *qt;      /* (d, BQ)   Q block, transposed              */
-    real *dot;     /* (d, BQ)   dout block, transposed           */
-    real *qp;      /* (BQ, dp)  Q block, padded                  */
-    real *dop;     /* (BQ, dp)  dout block, padded               */
+    /* dk/dv task: one key block against all query blocks that can see it.
+     * Q and dout of one query block (whole = 0, ld = BQ), or of the whole
+     * problem (whole = 1, ld = whole_ld(tq)): */
+    int whole;
+    int64_t ld;
+    real *qt;      /* (d, ld)   Q, transposed                    */
+    real *dot;     /* (d, ld)   dout, transposed                 */
+    real *qp;      /* (ld, dp)  Q, rows padded                   */
+    real *dop;     /* (ld, dp)  dout, rows padded                */
     real *pt;      /* (BK, BQ)  S^T, then P^T                    */
     real *dst;     /* (BK, BQ)  dP^T, then dS^T                  */
     real *dk_acc;  /* (BK, dp)  sum_i dS[i, j] q[i]              */
@@ -515,16 +564,19 @@ typedef struct {
     real *dq_all;  /* (tq, dp)  sum_j dS[i, j] k[j], whole problem */
 } FN(bwd_scratch);
 
-/* tq_all: rows of dq_all (tq for one task per problem, else 0). */
-static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, int64_t tq_all,
-                             FN(bwd_scratch) *sc) {
+/* ld_whole: 0 to lay out Q and dout block by block, else whole_ld(tq).
+ * tq_acc: rows of the dq accumulator dq_all (tq for one task per problem). */
+static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, int64_t ld_whole,
+                             int64_t tq_acc, FN(bwd_scratch) *sc) {
     size_t off = 0;
     const size_t tile_d = sizeof(real) * (size_t)(d * BQ);   /* BQ == BK */
     const size_t tile_dp = sizeof(real) * (size_t)(BQ * dp);
-    sc->qt = (real *)carve(base, &off, tile_d);
-    sc->dot = (real *)carve(base, &off, tile_d);
-    sc->qp = (real *)carve(base, &off, tile_dp);
-    sc->dop = (real *)carve(base, &off, tile_dp);
+    sc->whole = ld_whole > 0;
+    sc->ld = sc->whole ? ld_whole : BQ;
+    sc->qt = (real *)carve(base, &off, sizeof(real) * (size_t)(d * sc->ld));
+    sc->dot = (real *)carve(base, &off, sizeof(real) * (size_t)(d * sc->ld));
+    sc->qp = (real *)carve(base, &off, sizeof(real) * (size_t)(sc->ld * dp));
+    sc->dop = (real *)carve(base, &off, sizeof(real) * (size_t)(sc->ld * dp));
     sc->pt = (real *)carve(base, &off, sizeof(real) * BK * BQ);
     sc->dst = (real *)carve(base, &off, sizeof(real) * BK * BQ);
     sc->dk_acc = (real *)carve(base, &off, tile_dp);
@@ -541,7 +593,7 @@ static size_t FN(bwd_layout)(unsigned char *base, int64_t d, int64_t dp, int64_t
     sc->dps = (real *)carve(base, &off, sizeof(real) * BQ * BK);
     sc->dq_acc = (real *)carve(base, &off, tile_dp);
     sc->n = (int64_t *)carve(base, &off, sizeof(int64_t) * BQ);
-    sc->dq_all = (real *)carve(base, &off, sizeof(real) * (size_t)(tq_all * dp));
+    sc->dq_all = (real *)carve(base, &off, sizeof(real) * (size_t)(tq_acc * dp));
     return off;
 }
 
@@ -570,10 +622,18 @@ static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int
 
     for (int64_t i0 = i_start / BQ * BQ; i0 < tq; i0 += BQ) {
         const int64_t R = min64(BQ, tq - i0);              /* queries in this block */
-        FN(copy_transposed)(R, d, q + i0 * d, sc->qt, BQ);
-        FN(copy_transposed)(R, d, dout + i0 * d, sc->dot, BQ);
-        FN(copy_padded)(R, d, dp, q + i0 * d, sc->qp);
-        FN(copy_padded)(R, d, dp, dout + i0 * d, sc->dop);
+        const real *qt = sc->qt, *dot = sc->dot, *qp = sc->qp, *dop = sc->dop;
+        if (sc->whole) {   /* already laid out for the whole problem */
+            qt += i0;
+            dot += i0;
+            qp += i0 * dp;
+            dop += i0 * dp;
+        } else {
+            FN(copy_transposed)(R, d, q + i0 * d, sc->qt, BQ);
+            FN(copy_transposed)(R, d, dout + i0 * d, sc->dot, BQ);
+            FN(copy_padded)(R, d, dp, q + i0 * d, sc->qp);
+            FN(copy_padded)(R, d, dp, dout + i0 * d, sc->dop);
+        }
         real *keep_lanes = (real *)sc->keep;
         for (int64_t r = 0; r < BQ; r++) {
             const int valid = r < R && lse[i0 + r] != (real)-INFINITY;
@@ -584,8 +644,8 @@ static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int
         }
 
         /* S^T = scale * k q^T   and   dP^T = v dout^T                  (C, BQ) */
-        FN(tile_scores)(C, BQ, d, scale, k + j0 * d, d, sc->qt, sc->pt);
-        FN(tile_scores)(C, BQ, d, 1, v + j0 * d, d, sc->dot, sc->dst);
+        FN(tile_scores)(C, BQ, d, scale, k + j0 * d, d, qt, sc->ld, sc->pt);
+        FN(tile_scores)(C, BQ, d, 1, v + j0 * d, d, dot, sc->ld, sc->dst);
 
         for (int64_t c = 0; c < C; c++) {
             /* visible queries of key j0+c in this block: r in [lo, R) */
@@ -602,8 +662,8 @@ static void FN(dkv_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int
             }
         }
         /* dv_acc += P^T dout,   dk_acc += dS^T q   (each key over its visible queries) */
-        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->pt, BQ, 1, sc->dop, sc->dv_acc);
-        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->dst, BQ, 1, sc->qp, sc->dk_acc);
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->pt, BQ, 1, dop, sc->dv_acc);
+        FN(tile_axpy)(C, dp, sc->lo, sc->hi, sc->dst, BQ, 1, qp, sc->dk_acc);
 
         if (dq_all != NULL) {
             /* dq_all[i0+r] += sum_{c < n_r} dS^T[c, r] k[j0+c]: query r sees the
@@ -647,8 +707,8 @@ static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int6
         FN(copy_padded)(C, d, dp, k + j0 * d, sc->kp);
 
         /* S = scale * q k^T   and   dP = dout v^T                       (R, BK) */
-        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, sc->kt, sc->s);
-        FN(tile_scores)(R, BK, d, 1, dout + i0 * d, d, sc->vt, sc->dps);
+        FN(tile_scores)(R, BK, d, scale, q + i0 * d, d, sc->kt, BK, sc->s);
+        FN(tile_scores)(R, BK, d, 1, dout + i0 * d, d, sc->vt, BK, sc->dps);
 
         for (int64_t r = 0; r < R; r++) {
             const real l = lse[i0 + r];
@@ -675,12 +735,19 @@ static void FN(dq_block)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int6
 }
 
 /* The whole backward of one problem in one task: every key block through
- * dkv_block, which also accumulates dq (5 tile products per tile pair). */
+ * dkv_block, which also accumulates dq (5 tile products per tile pair).
+ * With sc->whole, q and dout are laid out once here, not per tile pair. */
 static void FN(bwd_problem)(const FN(bwd_scratch) *sc, int64_t tq, int64_t tk, int64_t d,
                             int64_t dp, real scale, int causal,
                             const real *q, const real *k, const real *v,
                             const real *dout, const real *lse, const real *delta,
                             real *dq, real *dk, real *dv) {
+    if (sc->whole) {
+        FN(copy_transposed)(tq, d, q, sc->qt, sc->ld);
+        FN(copy_transposed)(tq, d, dout, sc->dot, sc->ld);
+        FN(copy_padded)(tq, d, dp, q, sc->qp);
+        FN(copy_padded)(tq, d, dp, dout, sc->dop);
+    }
     memset(sc->dq_all, 0, sizeof(real) * (size_t)(tq * dp));
     for (int64_t j0 = 0; j0 < tk; j0 += BK)
         FN(dkv_block)(sc, tq, tk, d, dp, scale, causal, q, k, v, dout, lse, delta,
@@ -701,20 +768,24 @@ int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
     if (nt < 1) nt = 1;
     /* Two ways to cut the work into tasks that each own the rows they write:
      *  - at least two problems per thread: one task per problem, which makes
-     *    dk, dv and dq together (5 tile products per tile pair);
+     *    dk, dv and dq together (5 tile products per tile pair), and lays
+     *    out q and dout once if they fit in TL_ATTN_WHOLE_BYTES;
      *  - otherwise (few heads, long sequences), for more parallelism:
      *      tasks 0 .. bh*nkb-1:  (bh, key block)   -> dk, dv
      *      tasks bh*nkb .. end:  (bh, query block) -> dq     (7 products).
      * Both add every sum in the same order: the bits do not depend on which. */
+    const int64_t tqp = whole_ld(tq);               /* row stride of a whole Q^T */
     const int per_problem = bh >= 2 * (int64_t)nt;
+    const int whole = per_problem &&
+                      sizeof(real) * (size_t)(tqp * 2 * (d + dp)) <= TL_ATTN_WHOLE_BYTES;
     const int64_t n_kv = per_problem ? 0 : bh * nkb;
     const int64_t ntasks = per_problem ? bh : n_kv + bh * nqb;
     if (ntasks == 0) return TL_OK;
     if ((int64_t)nt > ntasks) nt = (int)ntasks;
 
     FN(bwd_scratch) layout;
-    const int64_t tq_all = per_problem ? tq : 0;
-    const size_t per_thread = FN(bwd_layout)(NULL, d, dp, tq_all, &layout);
+    const int64_t ld_whole = whole ? tqp : 0, tq_acc = per_problem ? tq : 0;
+    const size_t per_thread = FN(bwd_layout)(NULL, d, dp, ld_whole, tq_acc, &layout);
     const size_t delta_bytes = sizeof(real) * (size_t)(bh * tq) + 64;
     unsigned char *scratch = (unsigned char *)tl_alloc(per_thread * (size_t)nt + delta_bytes);
     if (scratch == NULL) return TL_ENOMEM;
@@ -724,7 +795,7 @@ int FN(tl_attn_bwd)(int64_t bh, int64_t tq, int64_t tk, int64_t d, real scale, i
 #pragma omp parallel num_threads(nt)
     {
         FN(bwd_scratch) sc;
-        FN(bwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, tq_all, &sc);
+        FN(bwd_layout)(scratch + per_thread * (size_t)thread_id(), d, dp, ld_whole, tq_acc, &sc);
 
         /* delta[i] = sum_x dout[i, x] * o[i, x]   for every query row */
 #pragma omp for schedule(static)
