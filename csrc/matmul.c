@@ -51,10 +51,12 @@
  * the A block MC*KC ~ 144 KB in L2, the B block KC*NC in L3. */
 #define KC 256
 #define NC_PANELS 256            /* NC = NC_PANELS * NR columns */
-/* Thresholds in multiply-adds (m*n*k), measured on a 2-core Zen3 (see
- * benchmarks/bench_matmul.py --small): at most TL_MATMUL_SMALL, plain loops
- * without packing; below TL_MATMUL_PARALLEL_MIN, one thread (waking a second
- * one costs more than it saves). */
+/* Thresholds in multiply-adds (m*n*k).
+ *   TL_MATMUL_SMALL: up to here, plain loops without packing.  Measured on a
+ *     2-core Zen3 with builds at -DTL_MATMUL_SMALL=0 and =1e18: the plain
+ *     loops win up to ~20^3 (B not transposed) / ~16^3 (B transposed).
+ *   TL_MATMUL_PARALLEL_MIN: below it, one thread.  Waking a second thread
+ *     costs ~10-20 us; a 96^3 product takes ~20 us on one core. */
 #ifndef TL_MATMUL_SMALL
 #define TL_MATMUL_SMALL (16.0 * 16.0 * 16.0)
 #endif
