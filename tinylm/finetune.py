@@ -26,8 +26,7 @@ float32, C backend, a shared 2-core machine)::
 
 One seed and 144 test paragraphs: a difference of 0.03 is 4 paragraphs, so
 read the ordering (pretrained >> scratch, fine-tuning a little better than the
-probe), not the digits.  Most errors are between the three "types" topics
-(types, typesseq, typesmapping), which overlap in content.
+probe), not the digits.
 
 Public API::
 
