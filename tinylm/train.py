@@ -88,7 +88,7 @@ PRESETS = {
                   model_config=dict(n_layer=4, n_head=4, d_model=128, block_size=128,
                                     dropout=0.0),
                   train=dict(steps=1500, time_budget=290.0, batch_size=16, lr=2e-3,
-                             min_lr=2e-4, warmup=100, eval_interval=250)),
+                             min_lr=2e-4, warmup=100, eval_interval=150)),
     "gpt-m": dict(model="gpt",
                   model_config=dict(n_layer=6, n_head=6, d_model=192, block_size=256,
                                     dropout=0.1),
