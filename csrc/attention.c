@@ -27,17 +27,21 @@
  *                 dv = P^T dout        dP = dout v^T
  *                 dS = P * (dP - delta)
  *                 dq = scale * dS k    dk = scale * dS^T q
- *             Two kinds of task, each owning the rows it writes, so no two
- *             threads ever add into the same memory (no atomics, and results
- *             do not depend on the number of threads):
- *               (bh, key block)   -> dk, dv rows of that key block
- *               (bh, query block) -> dq rows of that query block
- *             Each recomputes the S and dP tiles it needs: 7 tile products
- *             per (query, key) tile pair instead of the 5 of a scheme that adds
- *             dq with atomics, in exchange for determinism and simplicity.
+ *             Every task owns the rows it writes, so no two threads ever
+ *             add into the same memory (no atomics):
+ *             - with at least two problems per thread, one task per problem
+ *               walks the key blocks and makes dk, dv and dq together
+ *               (5 tile products per (query, key) tile pair);
+ *             - otherwise, for parallelism within a problem, two kinds of task:
+ *                 (bh, key block)   -> dk, dv rows of that key block
+ *                 (bh, query block) -> dq rows of that query block
+ *               each recomputing the S and dP tiles it needs (7 products).
+ *             Both add every sum in the same order, so the results are the
+ *             same bits whatever the thread count or the split.
  *
  * Causal tiles that are entirely masked are never visited.  Threads: OpenMP
- * over the tasks, dynamic schedule (causal tasks have unequal sizes).
+ * over the tasks, dynamic schedule (causal tasks have unequal sizes).  The
+ * forward likewise uses one task per problem when there are enough problems.
  *
  * The arithmetic lives in two tile kernels, vectorised with GCC/Clang vector
  * extensions (TL_VBYTES wide, see common.h), and one vector exp():
@@ -50,8 +54,8 @@
  *   vexp         exp() by range reduction and a Taylor polynomial
  * User arrays are only read with scalar loads or copied into 64-byte aligned
  * scratch first, so their alignment (8/16 bytes from NumPy) does not matter.
- * (Each task copies the blocks it needs; the copies cost ~11% of the time,
- * but keep the memory at a few tiles per thread whatever the sequence length.)
+ * (A task copies the blocks it needs, or a whole problem's operands when
+ * they fit in L2; the memory stays a few tiles per thread otherwise.)
  * No -ffast-math anywhere: NaN and inf propagate.
  *
  * This file is compiled once but instantiates its typed part twice (float
@@ -551,7 +555,7 @@ typedef struct {
     real *delta_t; /* (BQ,)     delta of the query block         */
     uvec *keep;    /* (BQ/VL,)  lanes of queries with lse > -inf */
     int64_t *lo;   /* (BK,)     first visible query, per key     */
-    int64_t *hi;   /* (BK,)     */
+    int64_t *hi;   /* (BK,)     end of the visible queries (R)   */
     /* dq task: one query block against all visible key blocks */
     real *kt;      /* (d, BK)   K block, transposed              */
     real *vt;      /* (d, BK)   V block, transposed              */
