@@ -34,6 +34,11 @@
  * garbage or NaN already in C cannot leak into the result.  Padding in the
  * packed panels is zero; the padded lanes are computed but never stored.
  *
+ * Two more paths skip packing where it does not pay: tiny products
+ * (m*n*k <= TL_MATMUL_SMALL) and thin ones (a few rows, e.g. one token's
+ * x W^T while generating), which read B where it is; see row_stream and
+ * thin_nt.
+ *
  * This file is compiled once and includes itself twice (float, double): the
  * part below "#else" is a template in T.
  */
@@ -51,14 +56,24 @@
  * the A block MC*KC ~ 144 KB in L2, the B block KC*NC in L3. */
 #define KC 256
 #define NC_PANELS 256            /* NC = NC_PANELS * NR columns */
-/* Thresholds in multiply-adds (m*n*k).
- *   TL_MATMUL_SMALL: up to here, plain loops without packing.  Measured on a
- *     2-core Zen3 with builds at -DTL_MATMUL_SMALL=0 and =1e18: the plain
- *     loops win up to ~20^3 (B not transposed) / ~16^3 (B transposed).
- *   TL_MATMUL_PARALLEL_MIN: below it, one thread.  Waking a second thread
- *     costs ~10-20 us; a 96^3 product takes ~20 us on one core. */
+/* Thresholds, measured on a 2-core Zen3 (single thread, CPU time, builds
+ * with -D overrides of these values).
+ *   TL_MATMUL_SMALL (multiply-adds m*n*k): up to here, plain loops without
+ *     packing; they win up to ~20^3 (B not transposed) / ~16^3 (transposed).
+ *   TL_MATMUL_PARALLEL_MIN (m*n*k): below it, one thread.  Waking a second
+ *     thread costs ~10-20 us; a 96^3 product takes ~20 us on one core.
+ *   TL_MATMUL_THIN_M (rows): up to here with B transposed, unpacked dot
+ *     products (x W^T with m=1: 0.05x -> 0.6x numpy; m=4: 0.3x -> 2x).
+ *   TL_MATMUL_THIN_NN_M (rows): up to here with B not transposed, row
+ *     streaming (m=1: 0.12x -> 0.7x numpy; from m=4 on the packed path wins). */
 #ifndef TL_MATMUL_SMALL
 #define TL_MATMUL_SMALL (16.0 * 16.0 * 16.0)
+#endif
+#ifndef TL_MATMUL_THIN_M
+#define TL_MATMUL_THIN_M 16
+#endif
+#ifndef TL_MATMUL_THIN_NN_M
+#define TL_MATMUL_THIN_NN_M 3
 #endif
 #ifndef TL_MATMUL_PARALLEL_MIN
 #define TL_MATMUL_PARALLEL_MIN (96.0 * 96.0 * 96.0)
@@ -206,27 +221,94 @@ static void FN(macro_kernel)(int64_t mc, int64_t panel0, int64_t panel1, int64_t
     }
 }
 
-/* Small products: packing and blocking cost more than they save, so plain
- * loops, one row of C at a time (the j loop vectorises when B is not
- * transposed):   C[i, :] (+)= sum over p of op(A)[i, p] * op(B)[p, :]   */
-static void FN(small_matmul)(int64_t m, int64_t n, int64_t k,
-                             const T *a, int64_t ars, int64_t acs,
-                             const T *b, int64_t brs, int64_t bcs,
-                             T *TL_RESTRICT c, int accumulate) {
-    for (int64_t i = 0; i < m; i++) {
-        T *ci = c + i * n;
+/* Row streaming, for small products and for thin ones with B not transposed:
+ *     C[i, cols] (+)= sum over p of op(A)[i, p] * op(B)[p, cols]
+ * for chunks of JB columns, so that C[:, cols] (m x JB) stays in L1 while the
+ * rows of B go past once each.  No packing; the j loop vectorises when B is
+ * not transposed (bcs == 1).  Threads take whole chunks. */
+static void FN(row_stream)(int64_t m, int64_t n, int64_t k,
+                           const T *a, int64_t ars, int64_t acs,
+                           const T *b, int64_t brs, int64_t bcs,
+                           T *c, int accumulate, int nt) {
+    /* JB: C[:, cols] takes ~16 KB; the longer the B row pieces, the better. */
+    int64_t JB = round_up(ceil_div(16384 / (int64_t)sizeof(T), m), 64);
+    int64_t nchunks = ceil_div(n, JB);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#else
+    (void)nt;
+#endif
+    for (int64_t jb = 0; jb < nchunks; jb++) {
+        int64_t j0 = jb * JB, w = min64(JB, n - j0);
         if (!accumulate)
-            for (int64_t j = 0; j < n; j++) ci[j] = 0;       /* never read old C */
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < w; j++) c[i * n + j0 + j] = 0;   /* never read old C */
         for (int64_t p = 0; p < k; p++) {
-            T aip = a[i * ars + p * acs];                    /* op(A)[i, p]      */
-            const T *bp = b + p * brs;                       /* op(B)[p, :]      */
-            if (bcs == 1)
-                for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j];
-            else
-                for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j * bcs];
+            const T *TL_RESTRICT bp = b + p * brs + j0 * bcs;       /* op(B)[p, cols] */
+            for (int64_t i = 0; i < m; i++) {
+                T aip = a[i * ars + p * acs];                         /* op(A)[i, p]    */
+                T *TL_RESTRICT ci = c + i * n + j0;                   /* C[i, cols]     */
+                if (bcs == 1)
+                    for (int64_t j = 0; j < w; j++) ci[j] += aip * bp[j];
+                else
+                    for (int64_t j = 0; j < w; j++) ci[j] += aip * bp[j * bcs];
+            }
         }
     }
 }
+
+/* Thin products with B transposed (stored n x k), e.g. x W^T in a decoding
+ * step: C[i, j] = dot(row i of A, row j of B), both contiguous along k, so
+ * nothing is packed.  RI x RJ dot products at once share their loads: per
+ * VLEN-wide step, RI + RJ vector loads feed RI * RJ multiply-adds.
+ *   Ar: (m, k) row-major A     b: (n, k)     ri <= RI, rj <= RJ */
+#define RI 2
+#define RJ 4
+static inline void FN(dot_block)(int ri, int rj, int64_t k, const T *Ar,
+                                 const T *b, T *c, int64_t ldc, int accumulate) {
+    V acc[RI][RJ];
+    for (int x = 0; x < RI; x++)
+        for (int y = 0; y < RJ; y++) acc[x][y] = (V){0};
+    int64_t p = 0;
+    for (; p + VLEN <= k; p += VLEN) {
+        V av[RI], bv[RJ];
+        for (int x = 0; x < ri; x++) av[x] = FN(vload)(Ar + x * k + p);
+        for (int y = 0; y < rj; y++) bv[y] = FN(vload)(b + y * k + p);
+        for (int x = 0; x < ri; x++)
+            for (int y = 0; y < rj; y++) acc[x][y] += av[x] * bv[y];
+    }
+    for (int x = 0; x < ri; x++)
+        for (int y = 0; y < rj; y++) {
+            T s = 0;
+            for (int l = 0; l < VLEN; l++) s += acc[x][y][l];   /* the lanes, in order */
+            for (int64_t q = p; q < k; q++) s += Ar[x * k + q] * b[y * k + q];
+            T *cxy = c + x * ldc + y;
+            *cxy = accumulate ? *cxy + s : s;
+        }
+}
+
+static void FN(thin_nt)(int64_t m, int64_t n, int64_t k, const T *Ar, const T *b,
+                        T *c, int accumulate, int nt) {
+    int64_t nbj = ceil_div(n, RJ);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#else
+    (void)nt;
+#endif
+    for (int64_t jb = 0; jb < nbj; jb++) {
+        int64_t j = jb * RJ;
+        int rj = (int)min64(RJ, n - j);
+        for (int64_t i = 0; i < m; i += RI) {
+            int ri = (int)min64(RI, m - i);
+            if (ri == RI && rj == RJ)       /* constant sizes: all in registers */
+                FN(dot_block)(RI, RJ, k, Ar + i * k, b + j * k, c + i * n + j, n, accumulate);
+            else
+                FN(dot_block)(ri, rj, k, Ar + i * k, b + j * k, c + i * n + j, n, accumulate);
+        }
+    }
+}
+#undef RI
+#undef RJ
 
 int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   const T *a, const T *b, T *c, int accumulate, int nthreads) {
@@ -243,11 +325,31 @@ int FN(tl_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int64_t brs = trans_b ? 1 : n, bcs = trans_b ? k : 1;
 
     if ((double)m * (double)n * (double)k <= TL_MATMUL_SMALL) {
-        FN(small_matmul)(m, n, k, a, ars, acs, b, brs, bcs, c, accumulate);
+        FN(row_stream)(m, n, k, a, ars, acs, b, brs, bcs, c, accumulate, 1);
         return TL_OK;
     }
     int nt = TL_NTHREADS(nthreads);
     if ((double)m * (double)n * (double)k < TL_MATMUL_PARALLEL_MIN) nt = 1;
+
+    /* Thin products (a few rows): B is read in place, never packed. */
+    if (m <= TL_MATMUL_THIN_NN_M && !trans_b) {
+        FN(row_stream)(m, n, k, a, ars, acs, b, brs, bcs, c, accumulate, nt);
+        return TL_OK;
+    }
+    if (m <= TL_MATMUL_THIN_M && trans_b) {
+        const T *Ar = a;
+        T *copy = NULL;
+        if (trans_a) {                                /* dot products want rows of A */
+            copy = (T *)tl_alloc((size_t)(m * k) * sizeof(T));
+            if (copy == NULL) return TL_ENOMEM;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t p = 0; p < k; p++) copy[i * k + p] = a[p * m + i];
+            Ar = copy;
+        }
+        FN(thin_nt)(m, n, k, Ar, b, c, accumulate, nt);
+        tl_free(copy);
+        return TL_OK;
+    }
 
     /* Block sizes.  kc: k in equal slices of at most KC.  mc: at most MC rows,
      * chosen so the number of row blocks is a multiple of nt (balanced). */

@@ -27,6 +27,8 @@ TRANSPOSES = ((False, False), (False, True), (True, False), (True, True))
 _VBYTES = {"avx512f": 64, "avx2+fma": 32, "avx": 32}
 MR, KC = 6, 256
 MC = {np.float32: 144, np.float64: 72}
+THIN_M, THIN_NN_M = 16, 3          # thin paths: m <= these (B transposed / not)
+SMALL = 16**3                      # m*n*k up to this: plain loops
 
 
 def _nr(dtype):
@@ -87,7 +89,7 @@ def test_block_edges(dim, dtype):
     ragged; all 4 transposes, overwrite and accumulate."""
     rng = np.random.default_rng(7)
     for size in edge_sizes(dtype)[dim]:
-        shape = {"m": 13, "n": _nr(dtype) + 3, "k": 37}
+        shape = {"m": THIN_M + 7, "n": _nr(dtype) + 3, "k": 37}
         shape[dim] = size
         for ta, tb in TRANSPOSES:
             for acc in (False, True):
@@ -134,6 +136,22 @@ def test_tiny_shapes(dtype):
         for ta, tb in TRANSPOSES:
             for acc in (False, True):
                 check_against_reference(rng, m, n, k, ta, tb, dtype, acc)
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_thin_products(dtype, nthreads, threads):
+    """Few rows (a decoding step): unpacked dot products / row streaming, on
+    both sides of their row limits, with ragged n and k (vector tails)."""
+    threads(nthreads)
+    rng = np.random.default_rng(13)
+    nr = _nr(dtype)
+    for m in (1, 2, THIN_NN_M, THIN_NN_M + 1, 5, THIN_M - 1, THIN_M, THIN_M + 1):
+        for n, k in ((4 * nr + 3, 301), (9, 2 * KC + 5), (700, 64)):
+            assert m * n * k > SMALL
+            for ta, tb in TRANSPOSES:
+                check_against_reference(rng, m, n, k, ta, tb, dtype, accumulate=(m % 2 == 0))
 
 
 @requires_c
