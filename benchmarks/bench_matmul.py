@@ -32,6 +32,8 @@ from _harness import interleaved, print_table  # noqa: E402
 # (m, k, n): op(A) is m x k, op(B) is k x n.
 SQUARES = [(s, s, s) for s in (128, 256, 512, 1024, 2048)]
 MODEL_SHAPES = [(2048, 128, 384), (2048, 512, 128), (4096, 192, 768)]
+# A few rows: one token while generating (m=1), a small RNN batch (m=16).
+THIN_SHAPES = [(1, 768, 2304), (16, 512, 2048)]
 CASES = ("NN", "NT", "TN")
 
 
@@ -84,7 +86,7 @@ def run(quick=False, single_thread=False):
                          "(python csrc/build_ffi.py)")
     rng = np.random.default_rng(0)
     shapes = ([(256, 256, 256), (1024, 1024, 1024)] + MODEL_SHAPES[:1] if quick
-              else SQUARES + MODEL_SHAPES)
+              else SQUARES + MODEL_SHAPES + THIN_SHAPES)
     dtypes = (np.float32,) if quick else (np.float32, np.float64)
     threads = "1 thread, CPU time" if single_thread else "%d threads" % kernels.get_num_threads()
     headers = ["shape (m x k @ k x n)", "case", "dtype", "tinylm GFLOP/s",
