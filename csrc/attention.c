@@ -198,11 +198,16 @@ static inline real FN(hsum)(vec v) {
     return s;
 }
 
+/* Largest lane, or NaN if any lane is NaN (branch-free: a plain max and a
+ * separate "saw a NaN" flag). */
 static inline real FN(hmax_nan)(vec v) {
     real m = v[0];
-    for (int i = 1; i < VL; i++)
-        if (v[i] > m || v[i] != v[i]) m = v[i];
-    return m;
+    int nan = 0;
+    for (int i = 0; i < VL; i++) {
+        m = v[i] > m ? v[i] : m;
+        nan |= v[i] != v[i];
+    }
+    return nan ? (real)NAN : m;
 }
 
 /* exp(x), lane by lane.
