@@ -382,3 +382,25 @@ def test_c_thread_count_and_runs_give_identical_bits(dtype, causal):
         for run in runs:
             for a, b in zip(first, run):
                 np.testing.assert_array_equal(a, b, err_msg="threads=%d" % n)
+
+
+# --------------------------------------------------------------------------
+# 5. An independent oracle: torch (optional)
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_torch_sdpa(causal):
+    torch = pytest.importorskip("torch", reason="torch is an optional test oracle")
+    rng = np.random.default_rng(12)
+    q, k, v, dout = make_inputs(rng, (2, 3), 100, 100, 24, np.float64)
+    tq_, tk_, tv_ = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    t_o = torch.nn.functional.scaled_dot_product_attention(
+        tq_, tk_, tv_, is_causal=causal, scale=0.3)
+    t_o.backward(torch.tensor(dout))
+    for backend in K.available_backends():
+        with K.backend(backend):
+            o, lse = K.attention(q, k, v, causal, 0.3)
+            grads = K.attention_backward(q, k, v, o, lse, dout, causal, 0.3)
+        assert_close(o, t_o.detach().numpy(), 100, backend + " o")
+        for name, g, t in zip(("dq", "dk", "dv"), grads, (tq_, tk_, tv_)):
+            assert_close(g, t.grad.numpy(), 100, backend + " " + name)
