@@ -39,8 +39,8 @@ class TrainAdapter(Layer):
     def loss(self, x, y):
         return self.layers["bert"].loss(x, y)
 
-    def backward(self, dout=None):
-        return self.layers["bert"].backward(dout)
+    def backward(self, *dout):
+        return self.layers["bert"].backward(*dout)
 
 
 def train(bert, train_ids, val_ids, steps, lr=2e-3):

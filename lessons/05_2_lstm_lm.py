@@ -90,7 +90,9 @@ for name, cls in (("last token only (002 §5)", LastTokenLSTM),
         hist[k].append(v)
     t0 = time.time()
     while trainer.step < STEPS:
-        trainer.fit(until=trainer.step + CHUNK)
+        res = trainer.fit(until=trainer.step + CHUNK)
+        if res.stopped not in ("done", "interrupted"):          # e.g. a non-finite loss
+            raise RuntimeError("%s: training stopped (%s)" % (name, res.stopped))
         hist["step"].append(trainer.step)
         for v, k in zip(val_losses(model), ("last", "every", "acc")):
             hist[k].append(v)
