@@ -57,6 +57,21 @@ print("validation loss (nats/char)    on English   on Python")
 for mn in lms:
     print("  model trained on %-9s    %6.3f      %6.3f" % (mn, cross[(mn, "English")],
                                                          cross[(mn, "Python")]))
+fig, ax = plt.subplots(figsize=(5.5, 4))
+names = list(lms)
+grid = np.array([[cross[(mn, dn)] for dn in names] for mn in names])
+im = ax.imshow(grid, cmap="viridis_r")
+for i in range(len(names)):
+    for j in range(len(names)):
+        ax.text(j, i, "%.2f" % grid[i, j], ha="center", va="center", color="white",
+                fontsize=12)
+ax.set_xticks(range(len(names)))
+ax.set_xticklabels(["test: " + n for n in names])
+ax.set_yticks(range(len(names)))
+ax.set_yticklabels(["trained on " + n for n in names])
+ax.set_title("Validation loss (nats/char), lower is better")
+fig.colorbar(im, ax=ax)
+L.savefig(fig, "domain_losses.png")
 for prompt, mn in (("The value of ", "English"), ("    def __init__(self", "Python"),
                    ("import ", "Python")):
     out = generate(lms[mn], tok, prompt, max_length=len(prompt) + L.pick(80, 40),

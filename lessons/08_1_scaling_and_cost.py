@@ -162,8 +162,11 @@ axes[1].set_xlabel("parameters N")
 axes[1].set_ylabel("validation loss (nats/char)")
 axes[1].set_title("A straight line on log-log axes = a power law")
 axes[1].legend()
+from matplotlib.ticker import FormatStrFormatter
 for ax in axes:
     ax.grid(alpha=0.3, which="both")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.1f"))   # plain numbers on the log axis
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
 L.savefig(fig, "scaling.png")
 L.check("bigger models reach lower loss (same data, same steps)",
         all(a > b for a, b in zip(final, final[1:])), " ".join("%.3f" % f for f in final))
