@@ -243,46 +243,57 @@ TL_ALWAYS_INLINE vec FN(vexp)(vec x) {
 
 /* ---- tile kernel 1: scores ---------------------------------------------- */
 
-/* One register block: for NR (1 or 2) rows r and 4 vectors of columns,
- *     C[r, 0 : 4VL] = alpha * sum_x A[r, x] * BT[x, 0 : 4VL]
+/* One register block: for NR (1 to 6) rows r and 2 vectors of columns,
+ *     C[r, 0 : 2VL] = alpha * sum_x A[r, x] * BT[x, 0 : 2VL]
  * A: NR rows with stride lda (user memory; scalar loads, broadcast)
- * BT: (d, ldb) scratch, row x holds element x of each column's vector. */
+ * BT: (d, ldb) scratch, row x holds element x of each column's vector.
+ * 6 x 2 = 12 accumulators: enough independent FMA chains to hide the FMA
+ * latency, and with the 2 loaded vectors and 1 broadcast, 15 of the 16
+ * vector registers of AVX2. */
 TL_ALWAYS_INLINE void FN(scores_block)(const int NR, int64_t d, real alpha,
                                        const real *A, int64_t lda,
                                        const real *BT, int64_t ldb,
                                        real *C, int64_t ldc) {
-    vec acc[2][4];
-    for (int r = 0; r < NR; r++)
-        for (int u = 0; u < 4; u++) acc[r][u] = (vec){0};
+    vec acc[6][2];
+    for (int r = 0; r < NR; r++) acc[r][0] = acc[r][1] = (vec){0};
     for (int64_t x = 0; x < d; x++) {
         const real *b = BT + x * ldb;
-        vec b0 = FN(vload)(b), b1 = FN(vload)(b + VL),
-            b2 = FN(vload)(b + 2 * VL), b3 = FN(vload)(b + 3 * VL);
+        vec b0 = FN(vload)(b), b1 = FN(vload)(b + VL);
         for (int r = 0; r < NR; r++) {
             real a = A[r * lda + x];
-            acc[r][0] += a * b0; acc[r][1] += a * b1;
-            acc[r][2] += a * b2; acc[r][3] += a * b3;
+            acc[r][0] += a * b0;
+            acc[r][1] += a * b1;
         }
     }
-    for (int r = 0; r < NR; r++)
-        for (int u = 0; u < 4; u++) FN(vstore)(C + r * ldc + u * VL, alpha * acc[r][u]);
+    for (int r = 0; r < NR; r++) {
+        FN(vstore)(C + r * ldc, alpha * acc[r][0]);
+        FN(vstore)(C + r * ldc + VL, alpha * acc[r][1]);
+    }
 }
 
 /* C = alpha * A B^T  as a (R, NC) tile:
  *     C[r, c] = alpha * sum_x A[r, x] * BT[x, c]        r < R, c < NC
  * A: (R, d) rows of a user array (row stride lda)
  * BT: (d, >= NC) transposed copy of B (row stride ldbt), NC a multiple of
- *     4 vectors
+ *     2 vectors
  * C: (R, NC) scratch.  Each C element sums x = 0 .. d-1 in order. */
 static void FN(tile_scores)(int64_t R, int64_t NC, int64_t d, real alpha,
                             const real *A, int64_t lda, const real *BT, int64_t ldbt,
                             real *C) {
-    for (int64_t c0 = 0; c0 < NC; c0 += 4 * VL) {   /* 4-vector column block */
+    for (int64_t c0 = 0; c0 < NC; c0 += 2 * VL) {   /* 2-vector column block */
         int64_t r = 0;
-        for (; r + 2 <= R; r += 2)
-            FN(scores_block)(2, d, alpha, A + r * lda, lda, BT + c0, ldbt, C + r * NC + c0, NC);
-        if (r < R)
-            FN(scores_block)(1, d, alpha, A + r * lda, lda, BT + c0, ldbt, C + r * NC + c0, NC);
+        for (; r + 6 <= R; r += 6)
+            FN(scores_block)(6, d, alpha, A + r * lda, lda, BT + c0, ldbt, C + r * NC + c0, NC);
+        const real *Ar = A + r * lda;
+        real *Cr = C + r * NC + c0;
+        switch (R - r) {   /* 0 to 5 rows left */
+        case 5: FN(scores_block)(5, d, alpha, Ar, lda, BT + c0, ldbt, Cr, NC); break;
+        case 4: FN(scores_block)(4, d, alpha, Ar, lda, BT + c0, ldbt, Cr, NC); break;
+        case 3: FN(scores_block)(3, d, alpha, Ar, lda, BT + c0, ldbt, Cr, NC); break;
+        case 2: FN(scores_block)(2, d, alpha, Ar, lda, BT + c0, ldbt, Cr, NC); break;
+        case 1: FN(scores_block)(1, d, alpha, Ar, lda, BT + c0, ldbt, Cr, NC); break;
+        default: break;
+        }
     }
 }
 
