@@ -225,6 +225,9 @@ else:
     print("a paragraph's first 30 characters find it in the top 5: %d of %d" % (found, n_q))
     L.check("the self-trained encoder finds paragraphs from their opening words (most of them)",
             found >= 0.5 * n_q, "%d/%d" % (found, n_q))
+    for q, section in queries[:2]:             # meaning, not spelling: expect misses here
+        best_p = usable[int(np.argmax(E @ embed([q])[0]))]
+        print("query %r -> [%s] (wanted %s)" % (q, best_p.section, section))
 
 # %%
 print("""
