@@ -69,9 +69,9 @@
 #include "tinylm.h"
 #include "common.h"
 
-/* Tile sizes.  64 is a multiple of 4 vectors for every vector width we
- * build for (4 floats on SSE/NEON ... 16 floats on AVX-512), which the tile
- * kernels rely on for their column blocks. */
+/* Tile sizes.  64 is a multiple of 2 vectors for every vector width we
+ * build for (4 floats on SSE/NEON ... 16 floats on AVX-512), which
+ * tile_scores relies on for its column blocks. */
 #define BQ 64  /* query rows per tile */
 #define BK 64  /* keys per tile */
 
@@ -299,7 +299,7 @@ static void FN(tile_scores)(int64_t R, int64_t NC, int64_t d, real alpha,
 
 /* ---- tile kernel 2: accumulate P B ---------------------------------------- */
 
-/* One register block: for NR rows and NV vectors of columns,
+/* One register block: for NR rows and NV vectors of columns (NR * NV <= 12),
  *     C[r, 0 : NV*VL] += sum_{c = lo .. hi-1} P(r, c) * B[c, 0 : NV*VL]
  * where P(r, c) = P[r * prs + c * pcs]  (pcs = 1: row-major; prs = 1: P is
  * stored transposed, as the backward's dS^T tile is when it makes dq). */
@@ -307,7 +307,7 @@ TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int
                                      const real *P, int64_t prs, int64_t pcs,
                                      const real *B, int64_t ldb,
                                      real *C, int64_t ldc) {
-    vec acc[2][4];
+    vec acc[6][4];
     for (int r = 0; r < NR; r++)
         for (int u = 0; u < NV; u++) acc[r][u] = FN(vload)(C + r * ldc + u * VL);
     for (int64_t c = lo; c < hi; c++) {
@@ -322,7 +322,18 @@ TL_ALWAYS_INLINE void FN(axpy_block)(const int NR, const int NV, int64_t lo, int
         for (int u = 0; u < NV; u++) FN(vstore)(C + r * ldc + u * VL, acc[r][u]);
 }
 
-/* NR rows over the column range [lo, hi), all of C's dp columns. */
+/* 6 rows over the column range [lo, hi), all of C's dp columns, in blocks of
+ * 6 rows x 2 vectors: 12 accumulators. */
+static void FN(axpy_rows6)(int64_t lo, int64_t hi, int64_t dp, const real *P, int64_t prs,
+                           int64_t pcs, const real *B, real *C) {
+    int64_t x0 = 0;
+    for (; x0 + 2 * VL <= dp; x0 += 2 * VL)
+        FN(axpy_block)(6, 2, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp);
+    if (x0 < dp)
+        FN(axpy_block)(6, 1, lo, hi, P, prs, pcs, B + x0, dp, C + x0, dp);
+}
+
+/* NR (1 or 2) rows over the column range [lo, hi), all of C's dp columns. */
 TL_ALWAYS_INLINE void FN(axpy_rows)(const int NR, int64_t lo, int64_t hi, int64_t dp,
                                     const real *P, int64_t prs, int64_t pcs, const real *B, real *C) {
     if (lo >= hi) return;
@@ -341,11 +352,30 @@ TL_ALWAYS_INLINE void FN(axpy_rows)(const int NR, int64_t lo, int64_t hi, int64_
 /* C += P B, each row over its own range of P's columns:
  *     C[r, :] += sum_{c = lo[r] .. hi[r]-1} P(r, c) * B[c, :]      r < R
  * P(r, c) = P[r * prs + c * pcs] scratch   B: (*, dp)   C: (R, dp), dp a
- * multiple of VL.  Rows are done in pairs (two rows share each load of B);
- * every row still adds its terms in increasing c, as a lone row would. */
+ * multiple of VL.  Rows are done in groups of 6, then pairs, sharing each
+ * load of B over the columns the group has in common; every row still adds
+ * its terms in increasing c, as a lone row would. */
 static void FN(tile_axpy)(int64_t R, int64_t dp, const int64_t *lo, const int64_t *hi,
                           const real *P, int64_t prs, int64_t pcs, const real *B, real *C) {
     int64_t r = 0;
+    for (; r + 6 <= R; r += 6) {
+        int64_t a = lo[r], z = hi[r];              /* columns all 6 rows have */
+        for (int g = 1; g < 6; g++) {
+            a = max64(a, lo[r + g]);
+            z = min64(z, hi[r + g]);
+        }
+        if (a >= z) {   /* none: one row at a time */
+            for (int g = 0; g < 6; g++)
+                FN(axpy_rows)(1, lo[r + g], hi[r + g], dp, P + (r + g) * prs, prs, pcs,
+                              B, C + (r + g) * dp);
+            continue;
+        }
+        for (int g = 0; g < 6; g++)                /* before the common part */
+            FN(axpy_rows)(1, lo[r + g], a, dp, P + (r + g) * prs, prs, pcs, B, C + (r + g) * dp);
+        FN(axpy_rows6)(a, z, dp, P + r * prs, prs, pcs, B, C + r * dp);
+        for (int g = 0; g < 6; g++)                /* after it */
+            FN(axpy_rows)(1, z, hi[r + g], dp, P + (r + g) * prs, prs, pcs, B, C + (r + g) * dp);
+    }
     for (; r + 2 <= R; r += 2) {
         const real *P0 = P + r * prs, *P1 = P0 + prs;
         real *C0 = C + r * dp, *C1 = C0 + dp;
