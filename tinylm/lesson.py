@@ -24,6 +24,10 @@ Options every lesson takes:
   standard input is not a terminal);
 * ``--out DIR`` where plots go (default ``./lesson_output/<lesson name>``);
 * ``--seed N`` the random seed (default 0).
+
+In Jupyter (where ``sys.argv`` belongs to the kernel) the options are read
+from the environment variable ``TINYLM_LESSON_ARGS`` instead, e.g. a first
+cell ``%env TINYLM_LESSON_ARGS=--fast``.
 """
 
 import argparse
@@ -48,7 +52,15 @@ class Lesson:
         ap.add_argument("--out", default=None,
                         help="folder for plots (default ./lesson_output/<lesson>)")
         ap.add_argument("--seed", type=int, default=0, help="random seed")
-        self.args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+        if argv is None:
+            if "ipykernel" in sys.modules:
+                # Inside Jupyter sys.argv belongs to the kernel; options come from
+                # the environment instead: %env TINYLM_LESSON_ARGS=--fast
+                import shlex
+                argv = shlex.split(os.environ.get("TINYLM_LESSON_ARGS", ""))
+            else:
+                argv = sys.argv[1:]
+        self.args = ap.parse_args(argv)
         self.fast = self.args.fast
         self.seed = self.args.seed
         self.out = self.args.out or os.path.join("lesson_output", self.name)
