@@ -17,7 +17,7 @@ import numpy as np
 from tinylm import optim
 from tinylm.lesson import Lesson, matplotlib_agg
 from tinylm.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from tinylm.tasks import SequenceTask, sequence_accuracy, token_accuracy
+from tinylm.tasks import SequenceTask, accuracy_by_length, sequence_accuracy
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()
@@ -40,17 +40,6 @@ def fit(model, task, steps, batch_size=32, lr=1e-2):
         optim.clip_grad_norm(params, 1.0)
         opt.step()
     return losses
-
-
-def accuracy_by_length(model, task, lengths, n=100, seed=123):
-    """Greedy decoding (model.translate) on n fresh inputs of each length: token accuracy."""
-    rng = np.random.default_rng(seed)        # the same test inputs for every model
-    accs = []
-    for length in lengths:
-        src, _, tgt_out, src_len = task.batch(n, length=length, rng=rng)
-        pred, _ = model.translate(src, max_len=length + 1, src_len=src_len)
-        accs.append(token_accuracy(pred, tgt_out))
-    return np.array(accs)
 
 
 # %%
@@ -113,7 +102,11 @@ for kind in ("none", "dot"):
 # %%
 L.step("3. Accuracy against input length")
 lengths = list(range(2, MAX_LEN + 1))
-acc = {kind: accuracy_by_length(models[kind], task, lengths) for kind in models}
+# tasks.accuracy_by_length: greedy decoding (model.translate) of 100 fresh inputs per length,
+# the same inputs for both models -> {length: (sequence accuracy, token accuracy)}
+acc = {kind: np.array([a[1] for a in accuracy_by_length(models[kind], task, lengths,
+                                                         num_examples=100, seed=123).values()])
+       for kind in models}
 print("length  " + "  ".join("%4d" % n for n in lengths))
 for kind in acc:
     print("%-7s " % kind + "  ".join("%4.2f" % a for a in acc[kind]))
