@@ -93,13 +93,13 @@ for C in budgets:
         steps = int(C / (6 * n_matmul(d) * B * T))
         loss = train(gpt(d), steps, lr, warmup=max(steps // 10, 1)) if steps >= 5 else math.inf
         results[C].append((n_matmul(d), steps, loss))
-        print("budget %.0e FLOPs, d_model %3d: N=%7d, %5d steps -> validation loss %s"
+        print("budget %.1e FLOPs, d_model %3d: N=%7d, %5d steps -> validation loss %s"
               % (C, d, n_matmul(d), steps, "%.3f" % loss if math.isfinite(loss) else "-"))
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for C, rows in results.items():
     Ns = [r[0] for r in rows if math.isfinite(r[2])]
     ls = [r[2] for r in rows if math.isfinite(r[2])]
-    ax.plot(Ns, ls, "o-", label="budget %.0e FLOPs" % C)
+    ax.plot(Ns, ls, "o-", label="budget %.1e FLOPs" % C)
     i = int(np.argmin(ls))
     ax.plot(Ns[i], ls[i], "k*", ms=12)
 ax.set_xscale("log")
@@ -119,7 +119,7 @@ L.check("with a small budget the largest model is not the best choice",
         "best d_model %d: %.3f vs largest %.3f" % (sizes[ibest], ls[ibest], ls[-1]))
 if len(budgets) > 1:
     big = [r[2] for r in results[budgets[-1]]]
-    print("best size for %.0e FLOPs: d_model %d" % (budgets[-1], sizes[int(np.argmin(big))]))
+    print("best size for %.1e FLOPs: d_model %d" % (budgets[-1], sizes[int(np.argmin(big))]))
     L.check("a bigger budget does not favour a smaller model",
             int(np.argmin(big)) >= ibest, "d_model %d vs %d" % (sizes[int(np.argmin(big))],
                                                                   sizes[ibest]))
