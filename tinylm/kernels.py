@@ -378,7 +378,7 @@ def attention_backward_reference(q, k, v, o, lse, dout, causal=False, scale=None
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     s = scale * (q @ np.swapaxes(k, -1, -2))            # (..., tq, tk)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # masked scores: dropped below
         p = np.exp(s - lse[..., None])                  # (..., tq, tk)
     if causal:
         p = np.where(_causal_allowed(q.shape[-2], k.shape[-2]), p, 0)
