@@ -14,7 +14,6 @@ which is what 000 §5.2 means by starting from a pretrained model and fine-tunin
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
-from tinylm.layers.base import Layer
 from tinylm.lesson import Lesson, matplotlib_agg
 from tinylm.models.bert import BERT, BERTConfig
 from tinylm.tokenizers import CharTokenizer
@@ -24,30 +23,11 @@ L = Lesson(__doc__)
 plt = matplotlib_agg()
 
 
-class TrainAdapter(Layer):
-    """Hands a BERT to tinylm.train.Trainer, which calls loss(x, y) and backward().
-
-    BERT.loss(x, y=None) masks x itself for the MLM objective; the trainer's model check
-    (tinylm/train.py, _check_trainable) currently rejects a loss whose y is optional, so this
-    thin wrapper (the BERT is its only child, parameters shared) states loss(x, y) outright."""
-
-    def __init__(self, bert):
-        super().__init__()
-        self.add_layer("bert", bert)
-        self.config = bert.config
-
-    def loss(self, x, y):
-        return self.layers["bert"].loss(x, y)
-
-    def backward(self, *dout):
-        return self.layers["bert"].backward(*dout)
-
-
 def train(bert, train_ids, val_ids, steps, lr=2e-3):
     c = TrainConfig(steps=steps, batch_size=16, block_size=T, lr=lr, min_lr=lr / 10,
                     warmup=max(steps // 10, 1), eval_interval=max(steps // 5, 1),
                     eval_batches=L.pick(8, 2), seed=0, plot=False)
-    tr = Trainer(TrainAdapter(bert), tok, train_ids, val_ids, c, log=None)
+    tr = Trainer(bert, tok, train_ids, val_ids, c, log=None)   # BERT.loss(x, y=None) masks x itself
     return tr.fit()
 
 

@@ -205,12 +205,13 @@ def _check_trainable(model, name):
     if loss is None or not hasattr(model, "backward"):
         raise ValueError("model %r has no loss(x, y) / backward(); the trainer trains "
                          "next-token language models" % what)
-    params = [p for p in inspect.signature(loss).parameters.values()
-              if p.default is inspect.Parameter.empty]
-    if len(params) != 2:
+    sig = inspect.signature(loss)
+    try:
+        sig.bind(None, None)        # the trainer calls loss(x, y); y may be optional (BERT)
+    except TypeError:
         raise ValueError("model %r is not a next-token language model: its loss takes (%s), "
                          "the trainer calls loss(x, y)"
-                         % (what, ", ".join(p.name for p in params)))
+                         % (what, ", ".join(p.name for p in sig.parameters.values()))) from None
     if not model.parameters():
         raise ValueError("model %r has no trainable parameters (a count-based model is fitted "
                          "by counting, not by gradient descent)" % what)

@@ -176,7 +176,9 @@ class GPT(Layer):
         return float(self.layers["loss_fn"].forward(logits, y))
 
     def backward(self, dout=1.0):
-        """After :meth:`loss`: add dloss/dparam into every gradient."""
+        """After :meth:`loss`: add dloss/dparam into every gradient (dout: dL/dloss, 1.0 if None)."""
+        if dout is None:
+            dout = 1.0
         L = self.layers
         dlogits = L["loss_fn"].backward(dout)         # forward: loss = ce(logits, y)
         dh = L["head"].backward(dlogits)              # forward: logits = head(h)
