@@ -35,34 +35,12 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The C API seen from Python.  Every function returns 0 on success and a
-# negative TL_E* code on failure (see csrc/tinylm.h).
-CDEF = """
-int tl_matmul_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                  const float *a, const float *b, float *c, int accumulate, int nthreads);
-int tl_matmul_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                  const double *a, const double *b, double *c, int accumulate, int nthreads);
+def read_cdef():
+    """The C API seen from Python: the declarations of csrc/tinylm.h (its one copy),
+    without the preprocessor lines cffi's cdef does not parse."""
+    with open(os.path.join(HERE, "tinylm.h"), encoding="utf-8") as f:
+        return "".join(line for line in f if not line.lstrip().startswith("#"))
 
-int tl_attn_fwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
-                    const float *q, const float *k, const float *v,
-                    float *o, float *lse, int nthreads);
-int tl_attn_fwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
-                    const double *q, const double *k, const double *v,
-                    double *o, double *lse, int nthreads);
-int tl_attn_bwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
-                    const float *q, const float *k, const float *v,
-                    const float *o, const float *dout, const float *lse,
-                    float *dq, float *dk, float *dv, int nthreads);
-int tl_attn_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
-                    const double *q, const double *k, const double *v,
-                    const double *o, const double *dout, const double *lse,
-                    double *dq, double *dk, double *dv, int nthreads);
-
-const char *tl_simd_name(void);
-int tl_has_openmp(void);
-int tl_omp_max_threads(void);
-const char *tl_build_flags(void);
-"""
 
 SOURCES = ["matmul.c", "attention.c", "info.c"]
 
@@ -174,7 +152,7 @@ def make_builder(absolute=False):
         print("tinylm build: " + n, file=sys.stderr)
     print("tinylm build flags: " + flag_text, file=sys.stderr)
     ffi = FFI()
-    ffi.cdef(CDEF)
+    ffi.cdef(read_cdef())
     ffi.set_source(
         "tinylm._C",
         '#include "tinylm.h"\n',

@@ -1,4 +1,4 @@
-/* tinylm C kernels: the public API (mirrored by CDEF in build_ffi.py).
+/* tinylm C kernels: the public API (build_ffi.py hands these declarations to cffi).
  *
  * Conventions
  *   - Every array is C-contiguous (row-major); tinylm/kernels.py checks dtype,
