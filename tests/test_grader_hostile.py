@@ -168,7 +168,14 @@ def test_importing_the_reference_package_finds_only_the_sandbox_tree(kits, tmp_p
         return ref.numerical_gradient(f, x, eps, indices)   # the reference: full marks
     raise RuntimeError("only found " + ref.__file__)
     """ % (root, os.path.join(root, "tinylm"))
-    assert_zero(grade(submission(kits, tmp_path, body), tmp_path), "only found")
+    res = grade(submission(kits, tmp_path, body), tmp_path)
+    assert_zero(res)
+    # Either the import found only the sandbox's own tree, or (when the reference is an
+    # installed package whose folder is on the default path, as in CI) the audit hook
+    # refused to read the reference's files: both leave the student with nothing.
+    text = res["tests"][0]["output"].lower()
+    assert "only found" in text or "reference source and the grader's files are not readable" \
+        in text, text
 
 
 def test_monkeypatching_numpy_and_the_harness(kits, tmp_path):
