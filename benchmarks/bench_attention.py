@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(os.path.dirname(HERE))  # the checkout, if tinylm is not installed
 sys.path.insert(0, HERE)
 
 from _harness import interleaved, print_table  # noqa: E402

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(os.path.dirname(HERE))  # the checkout, if tinylm is not installed
 sys.path.insert(0, HERE)
 
 from _harness import interleaved, print_table  # noqa: E402
@@ -115,7 +115,7 @@ def run(quick=False, single_thread=False):
 
 _SPIN_CHILD = r"""
 import sys, json, time
-sys.path.insert(0, %(root)r)
+sys.path.append(%(root)r)
 import numpy as np
 from tinylm import kernels
 s, mode, seconds = %(size)d, %(mode)r, %(seconds)r
