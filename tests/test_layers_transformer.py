@@ -77,3 +77,38 @@ def test_memory_argument_checked():
     dec = TransformerBlock(4, 2, cross_attention=True)
     with pytest.raises(ValueError, match="pass memory"):
         dec.forward(np.zeros((1, 2, 4), np.float32))
+
+
+@pytest.mark.parametrize("norm_first,cross", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("chunks", [[5], [1, 1, 1, 1, 1], [2, 3], [3, 1, 1]])
+def test_forward_step_matches_full_forward(norm_first, cross, chunks):
+    """Feeding the positions in chunks through the KV cache gives the full causal forward."""
+    rng = np.random.default_rng(7)
+    block = TransformerBlock(8, 2, 16, dropout=0.3, norm_first=norm_first, causal=True,
+                             cross_attention=cross, rng=rng, dtype=np.float64).eval()
+    randomize_params(block, rng, scale=0.4)
+    x = rng.standard_normal((2, sum(chunks), 8))
+    memory = rng.standard_normal((2, 3, 8)) if cross else None
+    full = block.forward(x, memory)
+    cache = block.empty_cache(2)
+    assert cache["k"].shape == (2, 2, 0, 4)
+    t0, outs = 0, []
+    for t in chunks:
+        outs.append(block.forward_step(x[:, t0:t0 + t], cache, memory))
+        t0 += t
+        assert cache["k"].shape == cache["v"].shape == (2, 2, t0, 4)
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_step_is_inference_only_and_checks_its_cache():
+    rng = np.random.default_rng(0)
+    block = TransformerBlock(8, 2, rng=rng, causal=True)
+    x = rng.standard_normal((1, 2, 8)).astype(np.float32)
+    block.forward(x)
+    block.forward_step(x, block.empty_cache(1))
+    with pytest.raises(RuntimeError, match="call forward before backward"):
+        block.backward(np.ones((1, 2, 8), np.float32))
+    with pytest.raises(ValueError, match="do not fit"):
+        block.forward_step(x, block.empty_cache(2))
+    with pytest.raises(TypeError, match="'k' and 'v'"):
+        block.forward_step(x, {})

@@ -16,7 +16,8 @@ backward adds into ``grads`` and returns the input gradient(s)).  Conventions:
   seed; None = seed 0), never from NumPy's global RNG.
 
 Files: core (Linear, Embedding, Sequential), activations, losses, norm
-(LayerNorm, Dropout), rnn, positional, attention, transformer; examples holds
+(LayerNorm, Dropout), rnn, positional, attention, transformer, pooling
+(MeanPooling, L2Normalize); checks holds the input validation; examples holds
 small configurations of each for ``tinylm gradcheck``.
 """
 
@@ -31,6 +32,7 @@ from tinylm.layers.attention import (ScaledDotProductAttention, MultiHeadAttenti
 from tinylm.layers.positional import (SinusoidalPositionalEncoding, LearnedPositionalEmbedding,
                                      sinusoidal_table)
 from tinylm.layers.transformer import FeedForward, TransformerBlock
+from tinylm.layers.pooling import MeanPooling, L2Normalize
 
 __all__ = ["Layer", "Linear", "Embedding", "Sequential", "Tanh", "Sigmoid", "ReLU", "GELU",
            "erf", "sigmoid", "Softmax", "SoftmaxCrossEntropy", "MSELoss", "softmax",
@@ -38,4 +40,4 @@ __all__ = ["Layer", "Linear", "Embedding", "Sequential", "Tanh", "Sigmoid", "ReL
            "RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU",
            "ScaledDotProductAttention", "MultiHeadAttention", "AdditiveAttention",
            "DotProductAttention", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
-           "sinusoidal_table", "FeedForward", "TransformerBlock"]
+           "sinusoidal_table", "FeedForward", "TransformerBlock", "MeanPooling", "L2Normalize"]

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers._util import check_backward_ready
+from tinylm.layers.checks import check_backward_ready
 
 __all__ = ["erf", "Tanh", "Sigmoid", "ReLU", "GELU", "sigmoid"]
 

@@ -47,7 +47,8 @@ from tinylm.kernels import _causal_allowed
 from tinylm.layers.activations import Tanh
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
-from tinylm.layers._util import as_float_input, check_backward_ready, default_rng
+from tinylm.layers.checks import check_backward_ready, check_float
+from tinylm.rng import default_rng
 
 __all__ = ["ScaledDotProductAttention", "MultiHeadAttention", "AdditiveAttention",
            "DotProductAttention"]
@@ -74,6 +75,18 @@ def _padding_to_mask(where, key_padding_mask, B, Tk):
     return ~kpm[:, None, None, :]
 
 
+def _check_kv_cache(where, cache, x, H, dh, D):
+    if not (isinstance(cache, dict) and "k" in cache and "v" in cache):
+        raise TypeError("%s: cache must be a dict with 'k' and 'v' (see empty_cache), got %s"
+                        % (where, type(cache).__name__))
+    x = check_float(x, where, "x", cache["k"].dtype, 3, D)
+    want = (x.shape[0], H, cache["k"].shape[2], dh)
+    if x.ndim != 3 or cache["k"].shape != want or cache["v"].shape != want:
+        raise ValueError("%s: x %s and the cache's k %s, v %s do not fit: expected x (B, t, %d) "
+                         "and k, v (B, %d, t0, %d)" % (where, x.shape, cache["k"].shape,
+                                                        cache["v"].shape, D, H, dh))
+
+
 class ScaledDotProductAttention(Layer):
     """softmax(scale * q k^T, masked) v, without parameters.
 
@@ -94,9 +107,9 @@ class ScaledDotProductAttention(Layer):
 
     def forward(self, q, k, v, mask=None, return_weights=False):
         where = "ScaledDotProductAttention.forward"
-        q = as_float_input(where, "q", q, None, 2)
-        k = as_float_input(where, "k", k, q.dtype, 2)
-        v = as_float_input(where, "v", v, q.dtype, 2)
+        q = check_float(q, where, "q", None, 2)
+        k = check_float(k, where, "k", q.dtype, 2)
+        v = check_float(v, where, "v", q.dtype, 2)
         if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
             raise ValueError("%s: q %s, k %s, v %s must agree in leading dims and size d; "
                              "k and v must have the same shape" % (where, q.shape, k.shape, v.shape))
@@ -129,7 +142,7 @@ class ScaledDotProductAttention(Layer):
         where = "ScaledDotProductAttention.backward"
         check_backward_ready(where, self._cache)
         q = self._cache[1]
-        do = as_float_input(where, "do", do, q.dtype, 2)
+        do = check_float(do, where, "do", q.dtype, 2)
         if do.shape != q.shape[:-2] + (q.shape[-2], self._cache[3].shape[-1]):
             raise ValueError("%s: do has shape %s, expected %s" % (where, do.shape, q.shape))
         if self._cache[0] == "fused":
@@ -184,26 +197,28 @@ class MultiHeadAttention(Layer):
         self.add_layer("attn", ScaledDotProductAttention(causal=causal))
         self._cache = None
 
-    def _split(self, t):
-        """(B, T, D) -> (B, H, T, dh)."""
+    def split_heads(self, t):
+        """(B, T, D) -> (B, H, T, dh), contiguous."""
         B, T, _ = t.shape
         return np.ascontiguousarray(t.reshape(B, T, self.num_heads, self.head_dim)
                                     .transpose(0, 2, 1, 3))
 
-    def _merge(self, t):
-        """(B, H, T, dh) -> (B, T, D)."""
+    def merge_heads(self, t):
+        """(B, H, T, dh) -> (B, T, D), contiguous."""
         B, H, T, dh = t.shape
         return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, H * dh)
+
+    _split, _merge = split_heads, merge_heads      # old names, until models/gpt.py moves
 
     def forward(self, x, memory=None, key_padding_mask=None, return_weights=False):
         where = "MultiHeadAttention.forward"
         dtype = self.layers["q_proj"].params["weight"].dtype
-        x = as_float_input(where, "x", x, dtype, 3, self.d_model)
+        x = check_float(x, where, "x", dtype, 3, self.d_model)
         if x.ndim != 3:
             raise ValueError("%s: x must be (batch, time, d_model), got %s" % (where, x.shape))
         cross = memory is not None
         if cross:
-            memory = as_float_input(where, "memory", memory, dtype, 3, self.d_model)
+            memory = check_float(memory, where, "memory", dtype, 3, self.d_model)
             if memory.ndim != 3 or memory.shape[0] != x.shape[0]:
                 raise ValueError("%s: memory must be (batch=%d, time, d_model), got %s"
                                  % (where, x.shape[0], memory.shape))
@@ -211,12 +226,12 @@ class MultiHeadAttention(Layer):
         mask = None
         if key_padding_mask is not None:
             mask = _padding_to_mask(where, key_padding_mask, kv.shape[0], kv.shape[1])
-        q = self._split(self.layers["q_proj"].forward(x))             # (B, H, Tq, dh)
-        k = self._split(self.layers["k_proj"].forward(kv))            # (B, H, Tk, dh)
-        v = self._split(self.layers["v_proj"].forward(kv))            # (B, H, Tk, dh)
+        q = self.split_heads(self.layers["q_proj"].forward(x))             # (B, H, Tq, dh)
+        k = self.split_heads(self.layers["k_proj"].forward(kv))            # (B, H, Tk, dh)
+        v = self.split_heads(self.layers["v_proj"].forward(kv))            # (B, H, Tk, dh)
         res = self.layers["attn"].forward(q, k, v, mask=mask, return_weights=return_weights)
         o, weights = res if return_weights else (res, None)           # (B, H, Tq, dh)
-        y = self.layers["out_proj"].forward(self._merge(o))           # (B, Tq, D)
+        y = self.layers["out_proj"].forward(self.merge_heads(o))           # (B, Tq, D)
         self._cache = cross
         return (y, weights) if return_weights else y
 
@@ -224,16 +239,43 @@ class MultiHeadAttention(Layer):
         check_backward_ready("MultiHeadAttention.backward", self._cache)
         cross = self._cache
         # forward: y = out_proj(merge(o))
-        do = self._split(self.layers["out_proj"].backward(dy))        # (B, H, Tq, dh)
+        do = self.split_heads(self.layers["out_proj"].backward(dy))        # (B, H, Tq, dh)
         # forward: o = attention(q, k, v)
         dq, dk, dv = self.layers["attn"].backward(do)
         # forward: q = split(q_proj(x)), k = split(k_proj(kv)), v = split(v_proj(kv))
-        dx = self.layers["q_proj"].backward(self._merge(dq))
-        dkv = (self.layers["k_proj"].backward(self._merge(dk))
-               + self.layers["v_proj"].backward(self._merge(dv)))
+        dx = self.layers["q_proj"].backward(self.merge_heads(dq))
+        dkv = (self.layers["k_proj"].backward(self.merge_heads(dk))
+               + self.layers["v_proj"].backward(self.merge_heads(dv)))
         if cross:
             return dx, dkv
         return dx + dkv                                               # kv is x: gradients add
+
+
+    def empty_cache(self, batch_size, dtype=None):
+        """A KV cache holding no position yet: {"k", "v"} of shape (B, H, 0, dh)."""
+        dtype = self.layers["q_proj"].params["weight"].dtype if dtype is None else dtype
+        empty = np.zeros((batch_size, self.num_heads, 0, self.head_dim), dtype)
+        return {"k": empty, "v": empty.copy()}
+
+    def forward_step(self, x, cache):
+        """Self-attention of new positions x (B, t, D) over the cached ones and themselves.
+
+        cache: {"k": (B, H, t0, dh), "v": (B, H, t0, dh)} from :meth:`empty_cache`
+        or earlier steps; it is extended in place to t0 + t positions.  With
+        ``causal``, new query i sees keys j <= t0 + i.  Inference only: the
+        layer keeps nothing for backward.  Returns y (B, t, D).
+        """
+        L = self.layers
+        _check_kv_cache("MultiHeadAttention.forward_step", cache, x, self.num_heads,
+                        self.head_dim, self.d_model)
+        q = self.split_heads(L["q_proj"].forward(x))                  # (B, H, t, dh)
+        cache["k"] = np.concatenate([cache["k"], self.split_heads(L["k_proj"].forward(x))],
+                                    axis=2)                           # (B, H, t0 + t, dh)
+        cache["v"] = np.concatenate([cache["v"], self.split_heads(L["v_proj"].forward(x))],
+                                    axis=2)
+        o = L["attn"].forward(q, cache["k"], cache["v"])              # (B, H, t, dh)
+        self._cache = None                                            # no backward after a step
+        return L["out_proj"].forward(self.merge_heads(o))             # (B, t, D)
 
 
 class AdditiveAttention(Layer):
@@ -262,8 +304,8 @@ class AdditiveAttention(Layer):
     def forward(self, query, keys, key_padding_mask=None, return_weights=False):
         where = "AdditiveAttention.forward"
         dtype = self.layers["score"].params["weight"].dtype
-        query = as_float_input(where, "query", query, dtype, 2, self.query_size)
-        keys = as_float_input(where, "keys", keys, dtype, 3, self.key_size)
+        query = check_float(query, where, "query", dtype, 2, self.query_size)
+        keys = check_float(keys, where, "keys", dtype, 3, self.key_size)
         if query.ndim != 2 or keys.ndim != 3 or keys.shape[0] != query.shape[0]:
             raise ValueError("%s: query must be (B, Q) and keys (B, T, K), got %s and %s"
                              % (where, query.shape, keys.shape))
@@ -288,7 +330,7 @@ class AdditiveAttention(Layer):
         where = "AdditiveAttention.backward"
         check_backward_ready(where, self._cache)
         keys, w = self._cache
-        dcontext = as_float_input(where, "dcontext", dcontext, keys.dtype, 2, self.key_size)
+        dcontext = check_float(dcontext, where, "dcontext", keys.dtype, 2, self.key_size)
         # forward: context = sum_t w_t h_t  ->  dw_t = dcontext . h_t,  dkeys_t = w_t dcontext
         dw = np.einsum("bk,btk->bt", dcontext, keys)                   # (B, T)
         dkeys = w[:, :, None] * dcontext[:, None, :]                   # (B, T, K)
@@ -321,8 +363,8 @@ class DotProductAttention(Layer):
 
     def forward(self, query, keys, key_padding_mask=None, return_weights=False):
         where = "DotProductAttention.forward"
-        query = as_float_input(where, "query", query, None, 2)
-        keys = as_float_input(where, "keys", keys, query.dtype, 3)
+        query = check_float(query, where, "query", None, 2)
+        keys = check_float(keys, where, "keys", query.dtype, 3)
         if query.ndim != 2 or keys.shape[0] != query.shape[0] or keys.shape[2] != query.shape[1]:
             raise ValueError("%s: query must be (B, K) and keys (B, T, K), got %s and %s"
                              % (where, query.shape, keys.shape))

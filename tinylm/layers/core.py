@@ -28,8 +28,8 @@ import numpy as np
 
 from tinylm import kernels
 from tinylm.layers.base import Layer
-from tinylm.layers._util import (as_float_input, as_int_input, check_backward_ready,
-                                 check_dtype, default_rng)
+from tinylm.layers.checks import check_backward_ready, check_dtype, check_float, check_ids
+from tinylm.rng import default_rng
 
 __all__ = ["Linear", "Embedding", "Sequential"]
 
@@ -63,7 +63,7 @@ class Linear(Layer):
     def forward(self, x):
         """x: (..., in) -> y: (..., out)."""
         W = self.params["weight"]                                  # (out, in)
-        x = as_float_input("Linear.forward", "x", x, W.dtype, 1, self.in_features)
+        x = check_float(x, "Linear.forward", "x", W.dtype, 1, self.in_features)
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (N, in)
         y2 = kernels.matmul(x2, W, trans_b=True)                   # (N, out) = x2 W^T
@@ -77,7 +77,7 @@ class Linear(Layer):
         check_backward_ready("Linear.backward", self._cache)
         x2, lead = self._cache
         W = self.params["weight"]
-        dy = as_float_input("Linear.backward", "dy", dy, W.dtype, 1, self.out_features)
+        dy = check_float(dy, "Linear.backward", "dy", W.dtype, 1, self.out_features)
         if dy.shape[:-1] != lead:
             raise ValueError("Linear.backward: dy has shape %s, expected %s"
                              % (dy.shape, lead + (self.out_features,)))
@@ -118,11 +118,7 @@ class Embedding(Layer):
 
     def forward(self, ids):
         """ids: integer (...) -> y: (..., dim)."""
-        ids = as_int_input("Embedding.forward", "ids", ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
-            bad = ids[(ids < 0) | (ids >= self.num_embeddings)].ravel()[0]
-            raise IndexError("Embedding.forward: id %d is out of range [0, %d)"
-                             % (bad, self.num_embeddings))
+        ids = check_ids(ids, self.num_embeddings, "Embedding.forward")
         self._cache = ids
         return self.params["weight"][ids]                 # (..., dim), a copy
 
@@ -131,7 +127,7 @@ class Embedding(Layer):
         check_backward_ready("Embedding.backward", self._cache)
         ids = self._cache
         W = self.params["weight"]
-        dy = as_float_input("Embedding.backward", "dy", dy, W.dtype, 1, self.embedding_dim)
+        dy = check_float(dy, "Embedding.backward", "dy", W.dtype, 1, self.embedding_dim)
         if dy.shape[:-1] != ids.shape:
             raise ValueError("Embedding.backward: dy has shape %s, expected %s"
                              % (dy.shape, ids.shape + (self.embedding_dim,)))

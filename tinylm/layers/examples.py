@@ -11,13 +11,13 @@ check options (e.g. a smaller step for layers with a ReLU kink).  Used by
 
 import numpy as np
 
-from tinylm.layers._util import child_rng
+from tinylm.rng import child_rng
 from tinylm.layers import (Linear, Embedding, Tanh, Sigmoid, ReLU, GELU, Softmax,
                            SoftmaxCrossEntropy, MSELoss, LayerNorm, Dropout, RNNCell, LSTMCell,
                            GRUCell, RNN, LSTM, GRU, SinusoidalPositionalEncoding,
                            LearnedPositionalEmbedding, ScaledDotProductAttention,
                            MultiHeadAttention, AdditiveAttention, DotProductAttention,
-                           FeedForward, TransformerBlock)
+                           FeedForward, TransformerBlock, MeanPooling, L2Normalize)
 
 __all__ = ["Example", "EXAMPLES", "make_example", "check_example", "randomize_params"]
 
@@ -200,6 +200,17 @@ def _transformer(norm_first, cross=False, activation="gelu"):
     return make
 
 
+def _mean_pooling(rng, dt):
+    mask = _padding(3, 5, [3, 5, 0]) == 0                  # the last row has no real token
+    return Example(MeanPooling(), (_n(rng, 3, 5, 4),), {"mask": mask.astype(int)},
+                   input_names=["h"], description="MeanPooling of h (3, 5, 4), one empty row")
+
+
+def _l2_normalize(rng, dt):
+    return Example(L2Normalize(), (_n(rng, 4, 6),), input_names=["x"],
+                   description="L2Normalize of x (4, 6)")
+
+
 EXAMPLES = {
     "linear": _linear,
     "embedding": _embedding,
@@ -231,6 +242,8 @@ EXAMPLES = {
     "transformer_postln": _transformer(False),
     "transformer_decoder": _transformer(True, cross=True),
     "transformer_relu": _transformer(False, activation="relu"),
+    "mean_pooling": _mean_pooling,
+    "l2_normalize": _l2_normalize,
 }
 
 

@@ -26,7 +26,7 @@ their number of entries::
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers._util import as_float_input, as_int_input, check_backward_ready
+from tinylm.layers.checks import check_backward_ready, check_float, check_ids
 
 __all__ = ["Softmax", "SoftmaxCrossEntropy", "MSELoss", "softmax", "log_softmax"]
 
@@ -56,14 +56,14 @@ class Softmax(Layer):
     """y = softmax(x) over the last axis.  x: (..., V) -> y: (..., V)."""
 
     def forward(self, x):
-        x = as_float_input("Softmax.forward", "x", x, None, 1)
+        x = check_float(x, "Softmax.forward", "x", None, 1)
         self._y = softmax(x)
         return self._y
 
     def backward(self, dy):
         check_backward_ready("Softmax.backward", getattr(self, "_y", None))
         y = self._y
-        dy = as_float_input("Softmax.backward", "dy", dy, y.dtype, 1)
+        dy = check_float(dy, "Softmax.backward", "dy", y.dtype, 1)
         if dy.shape != y.shape:
             raise ValueError("Softmax.backward: dy has shape %s, expected %s" % (dy.shape, y.shape))
         # forward: y = softmax(x)  ->  dx = y * (dy - sum(dy * y))
@@ -86,8 +86,8 @@ class SoftmaxCrossEntropy(Layer):
 
     def forward(self, logits, targets):
         where = "SoftmaxCrossEntropy.forward"
-        z = as_float_input(where, "logits", logits, None, 1)
-        t = as_int_input(where, "targets", targets)
+        z = check_float(logits, where, "logits", None, 1)
+        t = check_ids(targets, None, where, "targets")
         if t.shape != z.shape[:-1]:
             raise ValueError("%s: targets shape %s must be logits shape %s without its last "
                              "(vocabulary) axis, i.e. %s" % (where, t.shape, z.shape,
@@ -137,8 +137,8 @@ class MSELoss(Layer):
     """
 
     def forward(self, y, target):
-        y = as_float_input("MSELoss.forward", "y", y, None, 0)
-        target = as_float_input("MSELoss.forward", "target", target, y.dtype, 0)
+        y = check_float(y, "MSELoss.forward", "y", None, 0)
+        target = check_float(target, "MSELoss.forward", "target", y.dtype, 0)
         if y.shape != target.shape:
             raise ValueError("MSELoss.forward: y %s and target %s must have the same shape"
                              % (y.shape, target.shape))

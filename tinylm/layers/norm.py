@@ -29,8 +29,8 @@ In eval mode (``layer.eval()``) it is the identity.
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers._util import (as_float_input, check_backward_ready, check_dtype,
-                                 default_rng)
+from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.rng import default_rng
 
 __all__ = ["LayerNorm", "Dropout"]
 
@@ -61,7 +61,7 @@ class LayerNorm(Layer):
     def forward(self, x):
         """x: (..., D) -> y: (..., D)."""
         dtype = self.params["weight"].dtype if self.elementwise_affine else None
-        x = as_float_input("LayerNorm.forward", "x", x, dtype, 1, self.normalized_shape)
+        x = check_float(x, "LayerNorm.forward", "x", dtype, 1, self.normalized_shape)
         mu = x.mean(axis=-1, keepdims=True)                          # (..., 1)
         xc = x - mu                                                  # (..., D)
         var = (xc * xc).mean(axis=-1, keepdims=True)                 # (..., 1)
@@ -76,7 +76,7 @@ class LayerNorm(Layer):
         """dy: (..., D) -> dx: (..., D); adds into grads["weight"], grads["bias"]."""
         check_backward_ready("LayerNorm.backward", self._cache)
         xhat, rstd = self._cache
-        dy = as_float_input("LayerNorm.backward", "dy", dy, xhat.dtype, 1)
+        dy = check_float(dy, "LayerNorm.backward", "dy", xhat.dtype, 1)
         if dy.shape != xhat.shape:
             raise ValueError("LayerNorm.backward: dy has shape %s, expected %s"
                              % (dy.shape, xhat.shape))
@@ -117,7 +117,7 @@ class Dropout(Layer):
         self._mask = None
 
     def forward(self, x):
-        x = as_float_input("Dropout.forward", "x", x, None, 0)
+        x = check_float(x, "Dropout.forward", "x", None, 0)
         if not self.training or self.p == 0.0:
             self._mask = None                                       # identity
             self._shape = x.shape
@@ -133,7 +133,7 @@ class Dropout(Layer):
     def backward(self, dy):
         if not hasattr(self, "_shape"):
             raise RuntimeError("Dropout.backward: call forward before backward")
-        dy = as_float_input("Dropout.backward", "dy", dy, None, 0)
+        dy = check_float(dy, "Dropout.backward", "dy", None, 0)
         if dy.shape != self._shape:
             raise ValueError("Dropout.backward: dy has shape %s, expected %s"
                              % (dy.shape, self._shape))

@@ -18,7 +18,8 @@ row pos is added at position pos (GPT-2).  Both layers add to their input::
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers._util import as_float_input, check_backward_ready, check_dtype, default_rng
+from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.rng import default_rng
 
 __all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sinusoidal_table"]
 
@@ -35,7 +36,7 @@ def sinusoidal_table(max_len, d_model):
 
 
 def _check(where, x, d_model, max_len, start, dtype):
-    x = as_float_input(where, "x", x, dtype, 2, d_model)
+    x = check_float(x, where, "x", dtype, 2, d_model)
     T = x.shape[-2]
     start = int(start)
     if start < 0 or start + T > max_len:
@@ -95,7 +96,7 @@ class LearnedPositionalEmbedding(Layer):
     def backward(self, dy):
         check_backward_ready("LearnedPositionalEmbedding.backward", self._cache)
         start, T, shape = self._cache
-        dy = as_float_input("LearnedPositionalEmbedding.backward", "dy", dy,
+        dy = check_float(dy, "LearnedPositionalEmbedding.backward", "dy",
                             self.params["weight"].dtype, 2, self.d_model)
         if dy.shape != shape:
             raise ValueError("LearnedPositionalEmbedding.backward: dy has shape %s, expected %s"

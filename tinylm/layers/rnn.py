@@ -42,8 +42,8 @@ import numpy as np
 from tinylm import kernels
 from tinylm.layers.activations import sigmoid
 from tinylm.layers.base import Layer
-from tinylm.layers._util import (as_float_input, check_backward_ready, check_dtype,
-                                 default_rng)
+from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.rng import default_rng
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 
@@ -100,7 +100,7 @@ class _Cell(Layer):
             self.grads["bias_hh"] += dgh.sum(axis=0)                     # db_hh += sum dgh
 
     def _check_x(self, where, x):
-        return as_float_input(where, "x", x, self.params["weight_ih"].dtype, 2, self.input_size)
+        return check_float(x, where, "x", self.params["weight_ih"].dtype, 2, self.input_size)
 
     def initial_state(self, batch_size):
         """Zero state: a tuple of n_states arrays (B, H)."""
@@ -118,7 +118,7 @@ class _Cell(Layer):
         dtype = self.params["weight_ih"].dtype
         out = []
         for name, s in zip(("h", "c"), state):
-            s = as_float_input(where, name, s, dtype, 2, self.hidden_size)
+            s = check_float(s, where, name, dtype, 2, self.hidden_size)
             if s.shape != (batch_size, self.hidden_size):
                 raise ValueError("%s: initial %s has shape %s, expected %s"
                                  % (where, name, s.shape, (batch_size, self.hidden_size)))
@@ -137,7 +137,7 @@ class _Cell(Layer):
             if d is None:
                 out.append(z)
             else:
-                d = as_float_input(where, "dstate", d, z.dtype, 2)
+                d = check_float(d, where, "dstate", z.dtype, 2)
                 if d.shape != z.shape:
                     raise ValueError("%s: state gradient has shape %s, expected %s"
                                      % (where, d.shape, z.shape))
@@ -325,7 +325,7 @@ class _Recurrent(Layer):
         """x: (B, T, I), state: initial state or None -> (out (B, T, H), final state)."""
         cell = self.layers["cell"]
         where = "%s.forward" % type(self).__name__
-        x = as_float_input(where, "x", x, cell.params["weight_ih"].dtype, 3, self.input_size)
+        x = check_float(x, where, "x", cell.params["weight_ih"].dtype, 3, self.input_size)
         if x.ndim != 3:
             raise ValueError("%s: x must be (batch, time, features), got shape %s"
                              % (where, x.shape))
@@ -357,7 +357,7 @@ class _Recurrent(Layer):
             dout, dfinal = dout
         dtype = cell.params["weight_ih"].dtype
         if dout is not None:
-            dout = as_float_input(where, "dout", dout, dtype, 3)
+            dout = check_float(dout, where, "dout", dtype, 3)
             if dout.shape != (B, T, self.hidden_size):
                 raise ValueError("%s: dout has shape %s, expected %s"
                                  % (where, dout.shape, (B, T, self.hidden_size)))

@@ -28,7 +28,8 @@ from tinylm.layers.attention import MultiHeadAttention
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
 from tinylm.layers.norm import Dropout, LayerNorm
-from tinylm.layers._util import check_backward_ready, child_rng, default_rng
+from tinylm.layers.checks import check_backward_ready
+from tinylm.rng import child_rng, default_rng
 
 __all__ = ["FeedForward", "TransformerBlock"]
 
@@ -104,29 +105,53 @@ class TransformerBlock(Layer):
         self._cache = None
 
     def forward(self, x, memory=None, key_padding_mask=None, memory_key_padding_mask=None):
-        L = self.layers
-        if self.has_cross and memory is None:
-            raise ValueError("TransformerBlock.forward: this block has cross-attention; "
-                             "pass memory (B, S, d_model)")
-        if not self.has_cross and memory is not None:
-            raise ValueError("TransformerBlock.forward: memory given but the block was built "
-                             "without cross_attention=True")
-        if self.norm_first:
-            x = x + L["drop1"].forward(L["self_attn"].forward(
-                L["ln1"].forward(x), key_padding_mask=key_padding_mask))
-            if self.has_cross:
-                x = x + L["drop_cross"].forward(L["cross_attn"].forward(
-                    L["ln_cross"].forward(x), memory, key_padding_mask=memory_key_padding_mask))
-            y = x + L["drop2"].forward(L["ff"].forward(L["ln2"].forward(x)))
-        else:
-            x = L["ln1"].forward(x + L["drop1"].forward(L["self_attn"].forward(
-                x, key_padding_mask=key_padding_mask)))
-            if self.has_cross:
-                x = L["ln_cross"].forward(x + L["drop_cross"].forward(L["cross_attn"].forward(
-                    x, memory, key_padding_mask=memory_key_padding_mask)))
-            y = L["ln2"].forward(x + L["drop2"].forward(L["ff"].forward(x)))
+        self._check_memory("TransformerBlock.forward", memory)
+        attend = lambda h: self.layers["self_attn"].forward(h, key_padding_mask=key_padding_mask)
+        y = self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=True)
         self._cache = True
         return y
+
+    def empty_cache(self, batch_size, dtype=None):
+        """An empty KV cache for :meth:`forward_step` (see MultiHeadAttention.empty_cache)."""
+        return self.layers["self_attn"].empty_cache(batch_size, dtype)
+
+    def forward_step(self, x, cache, memory=None, memory_key_padding_mask=None):
+        """The block on new positions x (B, t, D) after the cached ones (generation).
+
+        cache: the self-attention's {"k", "v"} (B, H, t0, dh), extended in place
+        (:meth:`MultiHeadAttention.forward_step`).  Inference only: no dropout,
+        nothing kept for backward.  Returns y (B, t, D), equal to the last t
+        positions of :meth:`forward` on all t0 + t positions.
+        """
+        self._check_memory("TransformerBlock.forward_step", memory)
+        attend = lambda h: self.layers["self_attn"].forward_step(h, cache)
+        y = self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=False)
+        self._cache = None
+        return y
+
+    def _sublayers(self, x, attend, memory, memory_key_padding_mask, dropout):
+        """The block's equations (module docstring); attend(h) is the self-attention."""
+        L = self.layers
+        drop = (lambda name, h: L[name].forward(h)) if dropout else (lambda name, h: h)
+        cross = lambda h: L["cross_attn"].forward(h, memory,
+                                                  key_padding_mask=memory_key_padding_mask)
+        if self.norm_first:
+            x = x + drop("drop1", attend(L["ln1"].forward(x)))
+            if self.has_cross:
+                x = x + drop("drop_cross", cross(L["ln_cross"].forward(x)))
+            return x + drop("drop2", L["ff"].forward(L["ln2"].forward(x)))
+        x = L["ln1"].forward(x + drop("drop1", attend(x)))
+        if self.has_cross:
+            x = L["ln_cross"].forward(x + drop("drop_cross", cross(x)))
+        return L["ln2"].forward(x + drop("drop2", L["ff"].forward(x)))
+
+    def _check_memory(self, where, memory):
+        if self.has_cross and memory is None:
+            raise ValueError("%s: this block has cross-attention; pass memory (B, S, d_model)"
+                             % where)
+        if not self.has_cross and memory is not None:
+            raise ValueError("%s: memory given but the block was built without "
+                             "cross_attention=True" % where)
 
     def backward(self, dy):
         check_backward_ready("TransformerBlock.backward", self._cache)
