@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import GRAD_RTOL
-from tinylm.gradcheck import _flatten, _unflatten
+from tinylm.gradcheck import _flatten, _unflatten, check_example
 from tinylm.layers import Layer
-from tinylm.layers.examples import EXAMPLES, check_example, make_example
+from tinylm.layers.examples import EXAMPLES, make_example
 
 REQUIRED = ["linear", "embedding", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "softmax",
             "cross_entropy", "mse", "layernorm", "dropout", "rnn", "lstm", "gru", "rnn_cell",

@@ -45,6 +45,7 @@ Public API
 ----------
 numerical_gradient(f, x, eps=1e-6, indices=None)  -> array like x
 check_layer(layer, inputs, kwargs=None, ...)       -> GradCheckReport
+check_example(name, seed=0, **options)             -> GradCheckReport of a built-in layer
 GradCheckReport: .ok, .rows (one TensorCheck per tensor), str(report) a table
 """
 
@@ -53,7 +54,9 @@ import math
 
 import numpy as np
 
-__all__ = ["numerical_gradient", "check_layer", "GradCheckReport", "TensorCheck",
+from tinylm.layers.examples import make_example
+
+__all__ = ["numerical_gradient", "check_layer", "check_example", "GradCheckReport", "TensorCheck",
            "relative_error", "DEFAULT_RTOL", "DEFAULT_FLOOR", "DEFAULT_EPS"]
 
 DEFAULT_EPS = 1e-3      # check_layer's step, with Richardson extrapolation (see _numeric)
@@ -359,3 +362,16 @@ def check_layer(layer, inputs, kwargs=None, *, seed=0, eps=DEFAULT_EPS, rtol=DEF
             compare(name, a, n, idx)
 
     return GradCheckReport(title or type(layer).__name__, rows, rtol, floor, eps)
+
+
+def check_example(name, seed=0, **options):
+    """Gradient-check the built-in example ``name`` of :mod:`tinylm.layers.examples`.
+
+    options override the example's own check options (eps, floor, ...).
+    Returns a :class:`GradCheckReport`.
+    """
+    ex = make_example(name, seed)
+    opts = dict(ex.options)
+    opts.update(options)
+    return check_layer(ex.layer, ex.inputs, ex.kwargs, seed=seed, input_names=ex.input_names,
+                       title="%s: %s" % (name, ex.description), **opts)

@@ -38,7 +38,7 @@ import numpy as np
 
 __all__ = [
     "matmul", "matmul_reference",
-    "attention", "attention_reference",
+    "attention", "attention_reference", "causal_mask", "masked_softmax",
     "attention_backward", "attention_backward_reference",
     "get_backend", "set_backend", "backend", "available_backends", "backend_reason",
     "get_num_threads", "set_num_threads", "c_available", "info",
@@ -333,11 +333,37 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
 # Scaled-dot-product attention
 # --------------------------------------------------------------------------
 
-def _causal_allowed(tq, tk):
-    """(tq, tk) bool: key j visible to query i iff j <= i + (tk - tq)."""
+def causal_mask(tq, tk):
+    """(tq, tk) bool, True where query i may see key j: j <= i + (tk - tq).
+
+    With tq == tk this is the lower triangle.  With tq < tk the queries are the
+    last tq positions of a sequence whose first tk - tq keys are cached (a KV
+    cache), so every query also sees all the cached keys.
+    """
     i = np.arange(tq)[:, None]
     j = np.arange(tk)[None, :]
     return j <= i + (tk - tq)
+
+
+def masked_softmax(s, allowed=None):
+    """Softmax over the last axis of scores s, keeping only the ``allowed`` entries.
+
+    s: (..., n) float;  allowed: bool broadcastable to s, or None (all).
+    Returns (p, lse): p (..., n), 0 where not allowed, and lse (...), the
+    log-sum-exp of the allowed scores.  A row with no allowed entry (or n = 0)
+    gets p = 0 and lse = -inf.  NaN in an allowed score propagates to its row.
+    """
+    if allowed is not None:
+        s = np.where(allowed, s, -np.inf)                 # masked scores: exp(-inf) = 0
+    m = (np.max(s, axis=-1, keepdims=True) if s.shape[-1]
+         else np.full(s.shape[:-1] + (1,), -np.inf, s.dtype))       # (..., 1) row max
+    m = np.where(np.isneginf(m), 0, m)                    # rows with nothing allowed
+    e = np.exp(s - m)                                     # (..., n), in (0, 1]
+    z = np.sum(e, axis=-1, keepdims=True)                 # (..., 1)
+    p = e / np.where(z > 0, z, 1)                         # empty rows: 0 / 1
+    with np.errstate(divide="ignore"):
+        lse = (m + np.log(z))[..., 0]                     # log 0 = -inf for empty rows
+    return p, lse
 
 
 def attention_reference(q, k, v, causal=False, scale=None):
@@ -346,22 +372,14 @@ def attention_reference(q, k, v, causal=False, scale=None):
     q: (..., tq, d)   k, v: (..., tk, d)   (same leading dims, e.g. (B, H))
     Returns o: (..., tq, d) and lse: (..., tq), the log-sum-exp of each score
     row, which the backward uses to recompute the probabilities.
-    Causal keeps key j for query i iff j <= i + (tk - tq); a row with no
-    visible key gets o = 0 and lse = -inf.
+    Causal keeps key j for query i iff j <= i + (tk - tq) (:func:`causal_mask`);
+    a row with no visible key gets o = 0 and lse = -inf.
     """
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    s = scale * (q @ np.swapaxes(k, -1, -2))           # (..., tq, tk)
-    if causal:
-        s = np.where(_causal_allowed(q.shape[-2], k.shape[-2]), s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True) if s.shape[-1] else \
-        np.full(s.shape[:-1] + (1,), -np.inf, s.dtype)  # (..., tq, 1)
-    m = np.where(np.isneginf(m), 0, m)                  # fully masked rows
-    e = np.exp(s - m)                                   # (..., tq, tk)
-    z = np.sum(e, axis=-1, keepdims=True)               # (..., tq, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(z > 0, e / z, 0)                   # (..., tq, tk)
-        lse = (m + np.log(z))[..., 0]                   # (..., tq)
+    s = scale * (q @ np.swapaxes(k, -1, -2))            # (..., tq, tk)
+    allowed = causal_mask(q.shape[-2], k.shape[-2]) if causal else None
+    p, lse = masked_softmax(s, allowed)                 # (..., tq, tk), (..., tq)
     o = p @ v                                           # (..., tq, d)
     return o.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
 
@@ -381,7 +399,7 @@ def attention_backward_reference(q, k, v, o, lse, dout, causal=False, scale=None
     with np.errstate(invalid="ignore", over="ignore"):  # masked scores: dropped below
         p = np.exp(s - lse[..., None])                  # (..., tq, tk)
     if causal:
-        p = np.where(_causal_allowed(q.shape[-2], k.shape[-2]), p, 0)
+        p = np.where(causal_mask(q.shape[-2], k.shape[-2]), p, 0)
     p = np.where(np.isneginf(lse)[..., None], 0, p)     # rows with no key
     dv = np.swapaxes(p, -1, -2) @ dout                  # (..., tk, d)
     dp = dout @ np.swapaxes(v, -1, -2)                  # (..., tq, tk)

@@ -43,7 +43,6 @@ import math
 import numpy as np
 
 from tinylm import kernels
-from tinylm.kernels import _causal_allowed
 from tinylm.layers.activations import Tanh
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
@@ -126,13 +125,8 @@ class ScaledDotProductAttention(Layer):
         if mask is not None:
             allowed &= _check_mask(where, mask, s.shape)
         if self.causal:
-            allowed &= _causal_allowed(q.shape[-2], k.shape[-2])
-        s = np.where(allowed, s, -np.inf)                               # S[masked] = -inf
-        m = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.zeros(s.shape[:-1] + (1,), s.dtype)
-        m = np.where(np.isfinite(m), m, 0)                              # rows with no key
-        e = np.exp(s - m)                                               # (..., Tq, Tk)
-        z = e.sum(axis=-1, keepdims=True)
-        p = e / np.where(z > 0, z, 1)                                   # P = softmax(S)
+            allowed &= kernels.causal_mask(q.shape[-2], k.shape[-2])
+        p, _ = kernels.masked_softmax(s, allowed)                       # P = softmax(S[masked] = -inf)
         o = p @ v                                                       # O = P v
         self._cache = ("numpy", q, k, v, p, scale)
         self.path = "numpy"
@@ -314,14 +308,10 @@ class AdditiveAttention(Layer):
         kp = self.layers["key_proj"].forward(keys)                     # (B, T, A) = U h_t + b
         a = self.layers["tanh"].forward(qp[:, None, :] + kp)           # (B, T, A)
         e = self.layers["score"].forward(a)[..., 0]                    # (B, T) = v^T a
+        allowed = None
         if key_padding_mask is not None:
             allowed = _padding_to_mask(where, key_padding_mask, B, T)[:, 0, 0, :]
-            e = np.where(allowed, e, -np.inf)
-        m = e.max(axis=-1, keepdims=True) if T else np.zeros((B, 1), e.dtype)
-        m = np.where(np.isfinite(m), m, 0)
-        w = np.exp(e - m)
-        z = w.sum(axis=-1, keepdims=True)
-        w = w / np.where(z > 0, z, 1)                                  # (B, T) = softmax(e)
+        w, _ = kernels.masked_softmax(e, allowed)                      # (B, T) = softmax(e)
         context = np.einsum("bt,btk->bk", w, keys)                     # (B, K)
         self._cache = (keys, w)
         return (context, w) if return_weights else context
