@@ -38,7 +38,7 @@ from _harness import interleaved, print_table  # noqa: E402
 
 def sentences(n, max_tokens, tok):
     """n pydoc paragraphs, each cut to at most max_tokens tokens."""
-    from tinylm.search import load_paragraphs
+    from tinylm.pretrained.search import load_paragraphs
     out = []
     for p in load_paragraphs("pydoc"):
         ids = tok.encode(p.text, max_length=max_tokens)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
 from tinylm.gradcheck import check_layer, numerical_gradient, relative_error
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.mlp import MLPConfig, MLPLM
 from tinylm.optim import Adam
 from tinylm.tokenizers import CharTokenizer

@@ -17,7 +17,7 @@ from collections import Counter
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.ngram import NGramLM
 from tinylm.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
 

@@ -16,7 +16,7 @@ import numpy as np
 from tinylm.data import BatchSampler, load_corpus, split_train_val
 from tinylm.gradcheck import check_layer
 from tinylm.layers import Embedding
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.mlp import MLPConfig, MLPLM
 from tinylm.optim import Adam
 from tinylm.tokenizers import CharTokenizer

@@ -16,7 +16,7 @@ import numpy as np
 from tinylm.data import BatchSampler, load_corpus, split_train_val
 from tinylm.gradcheck import check_layer
 from tinylm.layers import RNN
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.rnn import RNNLM, RNNLMConfig
 from tinylm.optim import SGD, clip_grad_norm
 from tinylm.tokenizers import CharTokenizer

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinylm.gradcheck import check_layer
 from tinylm.layers import GRU, LSTM, RNN, Embedding, Linear, LSTMCell, SoftmaxCrossEntropy
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.optim import Adam, clip_grad_norm
 
 L = Lesson(__doc__)

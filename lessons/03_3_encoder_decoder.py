@@ -15,9 +15,9 @@ import time
 import numpy as np
 
 from tinylm import optim
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from tinylm.tasks import SequenceTask, accuracy_by_length, sequence_accuracy
+from tinylm.teaching.tasks import SequenceTask, accuracy_by_length, sequence_accuracy
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()
@@ -73,7 +73,7 @@ L.check("the autoencoder's loss fell", np.mean(ae_losses[-20:]) < 0.5 * np.mean(
 
 # %%
 L.step("2. Encoder-decoder on a toy translation, with and without attention")
-# The task (tinylm.tasks.SequenceTask, transform="translate"): reverse the source and replace every
+# The task (tinylm.teaching.tasks.SequenceTask, transform="translate"): reverse the source and replace every
 # symbol by its entry in a fixed random dictionary - word order and vocabulary both change.
 # Two models that differ in ONE thing:
 #   attention="none": the decoder sees the source only through h0 (001 §4.3's fixed-length vector)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinylm.gradcheck import check_layer
 from tinylm.layers import RNN, SinusoidalPositionalEncoding, TransformerBlock
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()

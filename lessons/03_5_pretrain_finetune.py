@@ -14,7 +14,7 @@ which is what 000 §5.2 means by starting from a pretrained model and fine-tunin
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.bert import BERT, BERTConfig
 from tinylm.tokenizers import CharTokenizer
 from tinylm.train import TrainConfig, Trainer

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinylm.gradcheck import check_layer
 from tinylm.layers import Linear, MSELoss, Softmax, SoftmaxCrossEntropy, log_softmax, softmax
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()

@@ -20,7 +20,7 @@ from tinylm import kernels
 from tinylm.gradcheck import check_layer, numerical_gradient, relative_error
 from tinylm.layers import (Embedding, LearnedPositionalEmbedding, Linear, MultiHeadAttention,
                            SoftmaxCrossEntropy, softmax)
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.optim import Adam
 
 L = Lesson(__doc__)

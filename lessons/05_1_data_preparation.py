@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 from tinylm.data import BatchSampler, CorpusError, load_corpus, split_train_val
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.tokenizers import BPETokenizer
 
 L = Lesson(__doc__)

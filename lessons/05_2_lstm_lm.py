@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from tinylm.layers import SoftmaxCrossEntropy
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.rnn import LSTMLM, LSTMLMConfig
 from tinylm.train import TrainConfig, Trainer, prepare_data
 

@@ -18,7 +18,7 @@ from tinylm.generate import generate
 from tinylm.gradcheck import check_layer
 from tinylm.layers import (Dropout, Embedding, Linear, SinusoidalPositionalEncoding,
                            TransformerBlock)
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models._common import LanguageModel
 from tinylm.train import TrainConfig, Trainer, prepare_data
 

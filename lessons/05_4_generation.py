@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from tinylm.generate import generate, generate_ids, next_token_distribution
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.train import TrainConfig, Trainer, prepare_data
 

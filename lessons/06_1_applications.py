@@ -19,11 +19,11 @@ import numpy as np
 from tinylm import optim
 from tinylm.data import load_corpus, split_train_val
 from tinylm.generate import generate
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.models.bert import BERT, BERTConfig, SequenceClassifier
 from tinylm.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from tinylm.tasks import SequenceTask, sequence_accuracy
+from tinylm.teaching.tasks import SequenceTask, sequence_accuracy
 from tinylm.tokenizers import CharTokenizer
 from tinylm.train import TrainConfig, Trainer, evaluate
 
@@ -85,7 +85,7 @@ L.check("each model is better on its own kind of text (a code model is a code mo
 
 # %%
 L.step("2. Translation-like sequence-to-sequence")
-# A real translation model needs millions of sentence pairs. tinylm.tasks gives a toy language
+# A real translation model needs millions of sentence pairs. tinylm.teaching.tasks gives a toy language
 # pair with a known answer (reverse the sentence, map every word through a dictionary), which is
 # enough to see an encoder-decoder with attention learn a mapping (lesson 03_3 goes deeper).
 task = SequenceTask(num_symbols=8, min_len=2, max_len=6, transform="translate", seed=0)
@@ -154,7 +154,7 @@ L.check("the classifier tells prose from code far better than chance (50%) on he
 # %%
 L.step("4. Semantic search: find paragraphs by meaning")
 # Queries that share (almost) no words with the paragraph that answers them.
-from tinylm.search import load_paragraphs
+from tinylm.pretrained.search import load_paragraphs
 queries = [("leave a loop before it has finished", 'The "break" statement'),
            ("skip the rest of this iteration and go on with the next one",
             'The "continue" statement'),
@@ -174,7 +174,7 @@ except (ImportError, ModelNotFoundError, FileNotFoundError) as exc:
     encoder = None
     print("the pretrained all-MiniLM-L6-v2 is not installed (%s)" % exc)
 if encoder is not None:
-    from tinylm.search import SearchIndex
+    from tinylm.pretrained.search import SearchIndex
     print("pretrained sentence encoder: all-MiniLM-L6-v2 (6-layer BERT, 384-dim embeddings); "
           "indexing %d paragraphs" % len(paragraphs))
     index = SearchIndex.build(encoder, paragraphs, cache_dir=L.path("search_cache"))

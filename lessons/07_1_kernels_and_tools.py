@@ -17,7 +17,7 @@ import numpy as np
 
 import tinylm
 from tinylm import kernels
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()

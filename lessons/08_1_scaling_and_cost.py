@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from tinylm import kernels
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.train import TrainConfig, Trainer, evaluate, prepare_data
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinylm import optim
 from tinylm.layers.base import Layer
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.train import BEST_NAME, TrainConfig, Trainer, evaluate, load_trained, prepare_data
 

@@ -7,7 +7,7 @@ from tinylm import kernels, optim
 from tinylm.gradcheck import numerical_gradient, relative_error
 from tinylm.models import MODELS, build_model
 from tinylm.models.gpt import GPT, GPTConfig
-from tinylm.train import _layer_rngs
+from tinylm.training import layer_rngs
 
 from conftest import GRAD_RTOL
 
@@ -38,7 +38,7 @@ def _whole_model_gradcheck(model, x, y, per_param=5, seed=0):
         base = 1.0 if name.endswith("ln1.weight") or name.endswith("ln2.weight") \
             or name.endswith("ln_f.weight") else 0.0
         p[...] = base + pr.normal(0.0, 0.4, p.shape)
-    rngs = _layer_rngs(model)
+    rngs = layer_rngs(model)
     states = {k: g.bit_generator.state for k, g in rngs.items()}
 
     def reset():

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tinylm import tasks
+from tinylm.teaching import tasks
 from tinylm.gradcheck import check_layer
 from tinylm.layers.base import Layer
 from tinylm.models import build_model, get_model_classes

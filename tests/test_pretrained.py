@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from tinylm import kernels, pretrained
-from tinylm import safetensors as sft
+from tinylm.pretrained import safetensors as sft
 from tinylm.gradcheck import check_layer
 from tinylm.pretrained import (BertConfig, BertModel, L2Normalize, MeanPooling,
                                ModelNotFoundError, SentenceEncoder)
-from tinylm.wordpiece import WordPieceTokenizer
+from tinylm.pretrained.wordpiece import WordPieceTokenizer
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")
 HAVE_MODEL = importlib.util.find_spec(pretrained.MODEL_PACKAGE) is not None
@@ -247,7 +247,7 @@ def test_whole_encoder_gradcheck(backend, padded):
 # Semantic search (tinylm.search) and the embed / search commands
 # --------------------------------------------------------------------------
 
-from tinylm import search  # noqa: E402
+from tinylm.pretrained import search  # noqa: E402
 from tinylm.cli import main as cli_main  # noqa: E402
 
 CORPUS = """Files
@@ -367,7 +367,7 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
 # --------------------------------------------------------------------------
 
 def test_classifier_gradcheck_and_fit():
-    from tinylm.finetune import Classifier, accuracy, fit, train_head
+    from tinylm.pretrained.finetune import Classifier, accuracy, fit, train_head
     enc = tiny_encoder()
     clf = Classifier(enc, 2, rng=0)
     ids = np.array([[2, 5, 6, 3], [2, 7, 8, 9]])
@@ -389,7 +389,7 @@ def test_classifier_gradcheck_and_fit():
 
 
 def test_topic_dataset_is_deterministic_and_disjoint():
-    from tinylm.finetune import topic_dataset
+    from tinylm.pretrained.finetune import topic_dataset
     a, b = topic_dataset(4, 10, seed=1), topic_dataset(4, 10, seed=1)
     assert a.train_texts == b.train_texts and a.names == b.names and len(a.names) == 4
     assert not set(a.train_texts) & set(a.test_texts)

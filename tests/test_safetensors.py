@@ -1,4 +1,4 @@
-"""tinylm.safetensors: round trips, the byte layout of the spec, BF16, and every
+"""tinylm.pretrained.safetensors: round trips, the byte layout of the spec, BF16, and every
 malformed-file error (each file built by hand in the test)."""
 
 import importlib.util
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinylm import safetensors as sft
-from tinylm.safetensors import SafetensorsError
+from tinylm.pretrained import safetensors as sft
+from tinylm.pretrained.safetensors import SafetensorsError
 
 
 def raw_file(path, header, data=b"", header_len=None, raw_header=None):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinylm.checkpoint import load_checkpoint
-from tinylm.train import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig, Trainer,
+from tinylm.training import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig, Trainer,
                           evaluate, load_trained, prepare_data, train)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,7 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     script = textwrap.dedent("""
         import sys
         sys.path.insert(0, %r)
-        from tinylm.train import train
+        from tinylm.training import train
         train(preset="gpt-tiny", max_chars=20000, out=%r, steps=10**6, eval_interval=1,
               eval_batches=1, log=lambda s: print(s, flush=True), plot=False)
     """) % (ROOT, out)

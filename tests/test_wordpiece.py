@@ -1,4 +1,4 @@
-"""tinylm.wordpiece: BERT basic tokenization, WordPiece, batching; exact ids
+"""tinylm.pretrained.wordpiece: BERT basic tokenization, WordPiece, batching; exact ids
 against Hugging Face's tokenizer (stored in the fixture) for all-MiniLM-L6-v2."""
 
 import importlib.util
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from tinylm.wordpiece import WordPieceTokenizer, basic_tokenize, wordpiece
+from tinylm.pretrained.wordpiece import WordPieceTokenizer, basic_tokenize, wordpiece
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")
 

@@ -33,7 +33,7 @@ def _fail(msg):
 
 def run(args):
     from tinylm.pretrained import load_sentence_encoder
-    from tinylm.search import Progress
+    from tinylm.pretrained.search import Progress
     texts = list(args.texts)
     if args.file:
         try:

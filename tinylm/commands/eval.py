@@ -18,7 +18,7 @@ def add_arguments(parser):
 def run(args):
     import numpy as np
     from tinylm.checkpoint import CheckpointError
-    from tinylm.train import evaluate, load_trained, prepare_data
+    from tinylm.training import evaluate, load_trained, prepare_data
     try:
         model, tok, meta, _ = load_trained(args.checkpoint)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:

@@ -34,7 +34,7 @@ def add_arguments(parser):
 def run(args):
     from tinylm.checkpoint import CheckpointError
     from tinylm.generate import generate
-    from tinylm.train import load_trained
+    from tinylm.training import load_trained
     try:
         model, tok, meta, _ = load_trained(args.checkpoint)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:

@@ -38,7 +38,7 @@ def _fail(msg):
 def run(args):
     from tinylm.data import CorpusError
     from tinylm.pretrained import load_sentence_encoder
-    from tinylm.search import Progress, SearchIndex, load_paragraphs
+    from tinylm.pretrained.search import Progress, SearchIndex, load_paragraphs
     if args.top_k < 1 or args.batch_size < 1 or args.width < 20:
         return _fail("-k and --batch-size must be >= 1, --width >= 20")
     try:

@@ -22,7 +22,7 @@ EPILOG = """examples:
 
 
 def add_arguments(parser):
-    from tinylm.train import PRESETS
+    from tinylm.training import PRESETS
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("--model", default=None,
@@ -68,7 +68,7 @@ def add_arguments(parser):
 def run(args):
     from tinylm import kernels
     from tinylm.generate import generate
-    from tinylm.train import train, BEST_NAME, PLOT_NAME, CHECKPOINT_NAME, load_trained
+    from tinylm.training import train, BEST_NAME, PLOT_NAME, CHECKPOINT_NAME, load_trained
 
     if args.backend:
         kernels.set_backend(args.backend)

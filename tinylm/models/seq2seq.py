@@ -7,7 +7,7 @@ input, so long inputs lose information.  Attention (Bahdanau et al. 2015,
 Luong et al. 2015) lets the decoder look at *every* encoder state at every
 step.  This model does both, chosen by ``config.attention``, so lesson 03_3
 can show the difference (accuracy against input length, on
-:mod:`tinylm.tasks`).
+:mod:`tinylm.teaching.tasks`).
 
 Encoder, over the source ids src (B, S) with true lengths n_b::
 
@@ -40,7 +40,7 @@ The loss is the mean cross-entropy over the non-PAD target positions.
 :meth:`Seq2Seq.translate` decodes greedily, feeding back its own predictions.
 
 Shapes: batch B, source length S, target length T, embedding E, hidden H,
-vocabulary V.  Token ids PAD/BOS/EOS as in :mod:`tinylm.tasks` by default.
+vocabulary V.  Token ids PAD/BOS/EOS as in :mod:`tinylm.teaching.tasks` by default.
 """
 
 from dataclasses import dataclass
@@ -53,7 +53,7 @@ from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.losses import SoftmaxCrossEntropy
 from tinylm.layers.rnn import GRU
 from tinylm.models._common import LanguageModel, check_ids
-from tinylm import tasks
+from tinylm.teaching import tasks
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "ATTENTION_KINDS"]
 
@@ -62,7 +62,7 @@ ATTENTION_KINDS = ("dot", "additive", "none")
 
 @dataclass
 class Seq2SeqConfig:
-    src_vocab_size: int = 13          # 13 = the default tinylm.tasks.SequenceTask vocabulary
+    src_vocab_size: int = 13          # 13 = the default tinylm.teaching.tasks.SequenceTask vocabulary
     tgt_vocab_size: int = 13
     emb_dim: int = 32                 # E
     hidden: int = 64                  # H

@@ -3,7 +3,7 @@
 A lesson is a plain script made of ``# %%`` cells (so Jupyter/jupytext and
 VS Code open it as a notebook).  It starts with::
 
-    from tinylm.lesson import Lesson
+    from tinylm.teaching.lesson import Lesson
     L = Lesson(__doc__)          # parses --fast, --step, --out, --seed
 
 and then, cell by cell::

