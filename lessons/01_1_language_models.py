@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
+from tinylm.generate import generate_ids
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.ngram import NGramLM
 from tinylm.tokenizers import WordTokenizer
@@ -68,11 +69,11 @@ print("most likely words after 'the':", ", ".join("%s %.3f" % (tok.itos[i], p_ne
 
 # %%
 L.step("3. Sampling: a language model can write")
-# Sampling = draw w_1 ~ P(.|start), then w_2 ~ P(.|w_1), ... (NGramLM.generate, which uses the
-# same sampler as every tinylm model: tinylm.generate.generate_ids).
+# Sampling = draw w_1 ~ P(.|start), then w_2 ~ P(.|w_1), ... (tinylm.generate.generate_ids, the
+# same sampler as for every tinylm model; the n-gram model gives it log-probabilities as logits).
 for order in (1, 2, 3):
     m = NGramLM(order=order, smoothing="kneser_ney", vocab_size=tok.vocab_size).fit(train_ids)
-    out = m.generate([tok.stoi["the"]], length=25, seed=L.seed)
+    out = generate_ids(m, [tok.stoi["the"]], max_length=26, do_sample=True, seed=L.seed)[0].tolist()
     print("order %d: %s" % (order, tok.decode(out)))
 print("(unigrams are word salad; each extra word of context makes the text more local-grammatical)")
 

@@ -17,6 +17,7 @@ from collections import Counter
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
+from tinylm.generate import generate_ids
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.ngram import NGramLM
 from tinylm.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
@@ -180,7 +181,8 @@ real_pairs = set(zip(val_all[:-1].tolist(), val_all[1:].tolist()))
 start = [word_lc.stoi["the"]]
 real_share = {}
 for name, m in (("with stop words", full), ("without", nostop)):
-    samples = [m.generate(start, length=30, seed=L.seed + k) for k in range(L.pick(20, 8))]
+    samples = [generate_ids(m, start, max_length=31, do_sample=True, seed=L.seed + k)[0].tolist()
+               for k in range(L.pick(20, 8))]
     pairs = [p for s in samples for p in zip(s[:-1], s[1:])]
     real_share[name] = np.mean([p in real_pairs for p in pairs])
     print("%-16s sample: %s" % (name, word_lc.decode(samples[0])))

@@ -29,7 +29,7 @@ Picking the next token from the last position's logits z (shape (V,)):
 
 import numpy as np
 
-__all__ = ["generate", "generate_ids", "next_token_distribution"]
+__all__ = ["generate", "generate_ids", "next_token_distribution", "default_prompt"]
 
 
 def _check_args(max_length, num_return_sequences, do_sample, temperature, top_k, top_p):
@@ -165,3 +165,14 @@ def generate(model, tokenizer, prompt, max_length=100, num_return_sequences=1,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                         use_cache=use_cache)
     return [tokenizer.decode([int(t) for t in row]) for row in rows]
+
+
+def default_prompt(tokenizer):
+    """A short prompt the tokenizer can encode: "The ", "the ", "def ", "a", else token 0."""
+    for p in ("The ", "the ", "def ", "a"):
+        try:
+            tokenizer.encode(p)
+            return p
+        except ValueError:
+            continue
+    return tokenizer.decode([0])

@@ -33,7 +33,7 @@ def add_arguments(parser):
 
 def run(args):
     from tinylm.checkpoint import CheckpointError
-    from tinylm.generate import generate
+    from tinylm.generate import default_prompt, generate
     from tinylm.training import load_trained
     try:
         model, tok, meta, _ = load_trained(args.checkpoint)
@@ -42,8 +42,7 @@ def run(args):
         return 2
     prompt = args.prompt
     if prompt is None:
-        from tinylm.commands.train import _sample_prompt
-        prompt = _sample_prompt(tok)
+        prompt = default_prompt(tok)
     try:
         texts = generate(model, tok, prompt, max_length=args.max_length,
                          num_return_sequences=args.num_return_sequences,

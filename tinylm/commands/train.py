@@ -67,7 +67,7 @@ def add_arguments(parser):
 
 def run(args):
     from tinylm import kernels
-    from tinylm.generate import generate
+    from tinylm.generate import default_prompt, generate
     from tinylm.training import train, BEST_NAME, PLOT_NAME, CHECKPOINT_NAME, load_trained
 
     if args.backend:
@@ -105,7 +105,7 @@ def run(args):
     best = os.path.join(out, BEST_NAME)
     if args.sample_length > 0 and os.path.exists(best) and result.stopped != "non-finite":
         model, tok, _, _ = load_trained(best)
-        prompt = _sample_prompt(tok)
+        prompt = default_prompt(tok)
         n = min(args.sample_length, 10000)
         try:
             text = generate(model, tok, prompt, max_length=n + len(tok.encode(prompt)),
@@ -119,13 +119,3 @@ def run(args):
 def _exp(x):
     import math
     return math.exp(min(x, 50)) if math.isfinite(x) else float("nan")
-
-
-def _sample_prompt(tok):
-    for p in ("The ", "the ", "def ", "a"):
-        try:
-            tok.encode(p)
-            return p
-        except ValueError:
-            continue
-    return tok.decode([0])

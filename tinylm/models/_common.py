@@ -23,34 +23,14 @@ Accepting a logits gradient makes the whole model checkable with
 import numpy as np
 
 from tinylm.layers.base import Layer
+from tinylm.layers.checks import check_ids
 from tinylm.layers.losses import SoftmaxCrossEntropy
 
-__all__ = ["LanguageModel", "check_ids"]
-
-
-def check_ids(where, name, ids, vocab_size, ndim=2):
-    """Validate an integer id array: dtype, number of dims, values in [0, vocab_size).
-
-    Returns it as an ndarray; raises TypeError / ValueError naming ``where``,
-    the offending id and its position.
-    """
-    ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu":
-        raise TypeError("%s: %s must be an integer array of token ids, got dtype %s"
-                        % (where, name, ids.dtype))
-    if ids.ndim != ndim:
-        raise ValueError("%s: %s must have %d dimensions (batch, time), got shape %s"
-                         % (where, name, ndim, ids.shape))
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        bad = np.argwhere((ids < 0) | (ids >= vocab_size))[0]
-        raise ValueError("%s: %s has id %d at position %s, outside the vocabulary [0, %d)"
-                         % (where, name, ids[tuple(bad)], tuple(int(i) for i in bad),
-                            vocab_size))
-    return ids
+__all__ = ["LanguageModel"]
 
 
 class LanguageModel(Layer):
-    """Base of the MLP, RNN, LSTM and masked-LM models (see the module docstring)."""
+    """Base of the neural models: MLP, RNN, LSTM, GPT, BERT, seq2seq (see the module docstring)."""
 
     ignore_index = -100
 
@@ -68,7 +48,7 @@ class LanguageModel(Layer):
     def forward(self, idx):
         """idx (B, T) int in [0, vocab_size) -> logits (B, T, vocab_size)."""
         name = type(self).__name__
-        idx = check_ids("%s.forward" % name, "idx", idx, self.vocab_size)
+        idx = check_ids(idx, self.vocab_size, "%s.forward" % name, "idx", ndim=2)
         logits = self._forward(idx)
         self._last = "forward"
         return logits

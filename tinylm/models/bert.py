@@ -52,12 +52,14 @@ import numpy as np
 
 from tinylm.layers.activations import GELU
 from tinylm.layers.base import Layer
+from tinylm.layers.checks import check_ids
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.losses import SoftmaxCrossEntropy
 from tinylm.layers.norm import Dropout, LayerNorm
 from tinylm.layers.positional import LearnedPositionalEmbedding
 from tinylm.layers.transformer import TransformerBlock
-from tinylm.models._common import LanguageModel, check_ids
+from tinylm.models._common import LanguageModel
+from tinylm.rng import spawn
 
 __all__ = ["BERTConfig", "BERT", "SequenceClassifier"]
 
@@ -133,7 +135,8 @@ class BERT(LanguageModel):
         self.add_layer("pos_embed", LearnedPositionalEmbedding(c.block_size, D, rng=rng,
                                                                dtype=dtype))
         self.add_layer("ln_emb", LayerNorm(D, dtype=dtype))
-        self.add_layer("drop_emb", Dropout(c.dropout, rng=c.seed + 1))
+        drop_rng, self.mask_rng = spawn(c.seed, 2)       # dropout masks; which tokens to mask
+        self.add_layer("drop_emb", Dropout(c.dropout, rng=drop_rng))
         for i in range(c.n_layer):
             self.add_layer("block%d" % i, TransformerBlock(
                 D, c.n_head, d_ff=c.d_ff or 4 * D, dropout=c.dropout, norm_first=False,
@@ -142,7 +145,6 @@ class BERT(LanguageModel):
         self.add_layer("head_act", GELU("none"))
         self.add_layer("head_ln", LayerNorm(D, dtype=dtype))
         self.add_layer("head_out", Linear(D, c.vocab_size, rng=rng, dtype=dtype))
-        self.mask_rng = np.random.default_rng(c.seed + 2)     # the masking generator
 
     def _blocks(self):
         return [self.layers["block%d" % i] for i in range(self.config.n_layer)]
@@ -169,7 +171,7 @@ class BERT(LanguageModel):
 
     def _check(self, where, idx, attention_mask):
         # inputs may contain [MASK] = vocab_size
-        idx = check_ids(where, "idx", idx, self.vocab_size + 1)
+        idx = check_ids(idx, self.vocab_size + 1, where, "idx", ndim=2)
         if idx.shape[1] > self.config.block_size:
             raise ValueError("%s: sequence length %d exceeds block_size=%d"
                              % (where, idx.shape[1], self.config.block_size))
@@ -224,7 +226,7 @@ class BERT(LanguageModel):
         (default: the model's own ``mask_rng``, seeded by config.seed).
         """
         where = "BERT.mask_tokens"
-        x = check_ids(where, "x", x, self.vocab_size)
+        x = check_ids(x, self.vocab_size, where, "x", ndim=2)
         pad = _padding(where, attention_mask, x.shape)
         real = np.ones(x.shape, bool) if pad is None else ~pad
         rng = self.mask_rng if rng is None else rng
@@ -305,7 +307,7 @@ class SequenceClassifier(Layer):
 
     def loss(self, idx, labels, attention_mask=None):
         logits = self.forward(idx, attention_mask)
-        labels = check_ids("SequenceClassifier.loss", "labels", labels, self.num_classes, ndim=1)
+        labels = check_ids(labels, self.num_classes, "SequenceClassifier.loss", "labels", ndim=1)
         if labels.shape != logits.shape[:1]:
             raise ValueError("SequenceClassifier.loss: %d labels for %d sequences"
                              % (labels.shape[0], logits.shape[0]))

@@ -30,9 +30,11 @@ import math
 
 import numpy as np
 
-from tinylm.layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Layer,
-                           Linear, Sequential, SoftmaxCrossEntropy, TransformerBlock)
-from tinylm.layers._util import as_int_input
+from tinylm.layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
+                           Sequential, TransformerBlock)
+from tinylm.layers.checks import check_ids
+from tinylm.models._common import LanguageModel
+from tinylm.rng import child_rng
 
 __all__ = ["GPTConfig", "GPT"]
 
@@ -75,18 +77,19 @@ class GPTConfig:
                              % (self.dtype,))
 
 
-class GPT(Layer):
+class GPT(LanguageModel):
     """Decoder-only Transformer LM (see the module docstring for the equations).
 
     Children: tok_emb, pos_emb, drop, blocks (Sequential of TransformerBlock
-    "0".."L-1"), ln_f, head (absent from the parameters when tied), loss_fn.
+    "0".."L-1"), ln_f, head (absent from the parameters when tied).
     forward(idx (B, T) int) -> logits (B, T, V)
-    loss(x, y) -> float (mean cross-entropy, nats/token); backward() after it.
+    loss(x, y) -> float (mean cross-entropy, nats/token); backward() after it
+    (both from :class:`~tinylm.models._common.LanguageModel`).
     """
 
     def __init__(self, config=None):
-        super().__init__()
-        c = self.config = config or GPTConfig()
+        c = config or GPTConfig()
+        super().__init__(c)
         dtype = np.dtype(c.dtype)
         rng = np.random.default_rng(c.seed)
         D, L = c.d_model, c.n_layer
@@ -94,14 +97,14 @@ class GPT(Layer):
                                             init_std=0.02))
         self.add_layer("pos_emb", LearnedPositionalEmbedding(c.block_size, D, rng=rng,
                                                              dtype=dtype, init_std=0.02))
-        self.add_layer("drop", Dropout(c.dropout, rng=rng.spawn(1)[0]))
+        # dropout's own generator, from the seed (the weights' stream is not touched)
+        self.add_layer("drop", Dropout(c.dropout, rng=child_rng(c.seed)))
         self.add_layer("blocks", Sequential(*[
             TransformerBlock(D, c.n_head, c.d_ff, dropout=c.dropout, norm_first=True,
                              causal=True, activation=c.activation, rng=rng, dtype=dtype)
             for _ in range(L)]))
         self.add_layer("ln_f", LayerNorm(D, dtype=dtype))
         self.add_layer("head", Linear(D, c.vocab_size, bias=False, rng=rng, dtype=dtype))
-        self.add_layer("loss_fn", SoftmaxCrossEntropy())
         self._init_weights(rng)
         if c.tie_weights:
             self._tie()
@@ -146,23 +149,17 @@ class GPT(Layer):
             self._tie()
         return self
 
-    # -- forward / loss / backward -------------------------------------------
-    def _check_idx(self, idx, start=0):
-        idx = as_int_input("GPT.forward", "idx", idx)
-        if idx.ndim != 2:
-            raise ValueError("GPT.forward: idx must be (batch, time) token ids, got shape %s"
-                             % (idx.shape,))
-        if start + idx.shape[1] > self.config.block_size:
+    # -- forward / backward (checks, loss and its backward: LanguageModel) --
+    def _check_length(self, T, start=0):
+        if start + T > self.config.block_size:
             raise ValueError("GPT.forward: %d positions but block_size is %d; crop the "
                              "context to the last %d tokens"
-                             % (start + idx.shape[1], self.config.block_size,
-                                self.config.block_size))
-        return idx
+                             % (start + T, self.config.block_size, self.config.block_size))
 
-    def forward(self, idx):
-        """idx: (B, T) int -> logits (B, T, V)."""
+    def _forward(self, idx):
+        """idx: (B, T) int, checked -> logits (B, T, V)."""
         L = self.layers
-        idx = self._check_idx(idx)
+        self._check_length(idx.shape[1])
         x = L["tok_emb"].forward(idx)                 # (B, T, D)
         x = L["pos_emb"].forward(x)                   # (B, T, D) = x + P[0:T]
         x = L["drop"].forward(x)
@@ -170,24 +167,14 @@ class GPT(Layer):
         h = L["ln_f"].forward(x)                      # (B, T, D)
         return L["head"].forward(h)                   # (B, T, V)
 
-    def loss(self, x, y):
-        """Mean cross-entropy of next-token prediction; x, y: (B, T) ids. Returns a float."""
-        logits = self.forward(x)
-        return float(self.layers["loss_fn"].forward(logits, y))
-
-    def backward(self, dout=1.0):
-        """After :meth:`loss`: add dloss/dparam into every gradient (dout: dL/dloss, 1.0 if None)."""
-        if dout is None:
-            dout = 1.0
+    def _backward(self, dlogits):
         L = self.layers
-        dlogits = L["loss_fn"].backward(dout)         # forward: loss = ce(logits, y)
         dh = L["head"].backward(dlogits)              # forward: logits = head(h)
         dx = L["ln_f"].backward(dh)                   # forward: h = ln_f(x)
         dx = L["blocks"].backward(dx)                 # forward: x = blocks(x)
         dx = L["drop"].backward(dx)                   # forward: x = drop(x)
         dx = L["pos_emb"].backward(dx)                # forward: x = x + P[0:T]
         L["tok_emb"].backward(dx)                     # forward: x = E[idx]
-        return None
 
     # -- generation with a key/value cache -----------------------------------
     @property
@@ -196,37 +183,25 @@ class GPT(Layer):
         return self.config.block_size
 
     def init_cache(self, batch_size):
-        """An empty cache: per layer, keys and values (B, H, 0, dh)."""
-        c = self.config
-        dh = c.d_model // c.n_head
-        empty = np.zeros((batch_size, c.n_head, 0, dh), np.dtype(c.dtype))
-        return {"pos": 0, "k": [empty] * c.n_layer, "v": [empty] * c.n_layer}
+        """An empty cache: the next position, and per block its keys and values (B, H, 0, dh)."""
+        dtype = np.dtype(self.config.dtype)
+        return {"pos": 0, "layers": [block.empty_cache(batch_size, dtype)
+                                     for block in self.layers["blocks"].layers.values()]}
 
     def forward_step(self, idx, cache):
         """Logits for new tokens idx (B, t) after the cached ones; updates the cache.
 
-        Inference only (no dropout, nothing kept for backward).  It runs the
-        same layers as :meth:`forward`, one block at a time, with attention's
-        keys and values extended by the cached ones:
-            q = split(q_proj(a)), k = [cache_k, split(k_proj(a))], v likewise
-            o = attention(q, k, v)  (causal: query i sees keys j <= i + cached)
+        Inference only (no dropout, nothing kept for backward): the same layers
+        as :meth:`forward`, each block attending over its cached keys and values
+        plus the new ones (``TransformerBlock.forward_step``).
         """
         L = self.layers
         start = cache["pos"]
-        idx = self._check_idx(idx, start)
+        idx = check_ids(idx, self.vocab_size, "GPT.forward", "idx", ndim=2)
+        self._check_length(idx.shape[1], start)
         x = L["tok_emb"].forward(idx)                             # (B, t, D)
         x = L["pos_emb"].forward(x, start=start)                  # x + P[start:start+t]
-        for l, block in enumerate(L["blocks"].layers.values()):
-            B = block.layers
-            mha = B["self_attn"].layers
-            split = B["self_attn"]._split
-            a = B["ln1"].forward(x)                               # (B, t, D)
-            q = split(mha["q_proj"].forward(a))                   # (B, H, t, dh)
-            k = np.concatenate([cache["k"][l], split(mha["k_proj"].forward(a))], axis=2)
-            v = np.concatenate([cache["v"][l], split(mha["v_proj"].forward(a))], axis=2)
-            cache["k"][l], cache["v"][l] = k, v                   # (B, H, start+t, dh)
-            o = mha["attn"].forward(q, k, v)                      # (B, H, t, dh)
-            x = x + mha["out_proj"].forward(B["self_attn"]._merge(o))
-            x = x + B["ff"].forward(B["ln2"].forward(x))
+        for block, block_cache in zip(L["blocks"].layers.values(), cache["layers"]):
+            x = block.forward_step(x, block_cache)                # (B, t, D); cache grows
         cache["pos"] = start + idx.shape[1]
         return L["head"].forward(L["ln_f"].forward(x))            # (B, t, V)

@@ -34,6 +34,7 @@ from tinylm.layers.activations import Tanh
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.norm import Dropout
 from tinylm.models._common import LanguageModel
+from tinylm.rng import child_rng
 
 __all__ = ["MLPConfig", "MLPLM"]
 
@@ -71,7 +72,7 @@ class MLPLM(LanguageModel):
         self.add_layer("embed", Embedding(c.vocab_size + 1, c.emb_dim, rng=rng, dtype=dtype))
         self.add_layer("fc1", Linear(c.context * c.emb_dim, c.hidden, rng=rng, dtype=dtype))
         self.add_layer("act", Tanh())
-        self.add_layer("drop", Dropout(c.dropout, rng=c.seed + 1))
+        self.add_layer("drop", Dropout(c.dropout, rng=child_rng(c.seed)))
         self.add_layer("fc2", Linear(c.hidden, c.vocab_size, rng=rng, dtype=dtype))
 
     def windows(self, idx):

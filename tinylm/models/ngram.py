@@ -297,26 +297,6 @@ class NGramLM(Layer):
         table = self.tables[n]
         return sum(table.get(g[:-1], g[-1]) == 0 for g in grams) / len(grams)
 
-    def generate(self, context, length, seed=None, temperature=1.0):
-        """Sample ``length`` tokens after ``context`` (non-empty list of ids).
-
-        Returns the context followed by the new tokens (a list of ints).  The
-        sampling itself is :func:`tinylm.generate.generate_ids` (the same as
-        for every model), fed with this model's log-probabilities.
-        """
-        from tinylm.generate import generate_ids
-        self._check_fitted()
-        context = [int(t) for t in context]
-        for t in context:
-            if not 0 <= t < self.vocab_size:
-                raise ValueError("context token %d is outside vocab_size %d"
-                                 % (t, self.vocab_size))
-        if not context:
-            raise ValueError("generate needs a non-empty context (e.g. one start token)")
-        out = generate_ids(self, context, max_length=len(context) + int(length),
-                           do_sample=True, temperature=temperature, seed=seed)
-        return out[0].tolist()
-
     # --------------------------------------------- the common model interface
     def forward(self, idx):
         """idx (B, T) ints -> (B, T, V) log P(next | idx[b, :t+1]) (use as logits).

@@ -31,10 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinylm.layers.checks import check_ids
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.norm import Dropout
 from tinylm.layers.rnn import LSTM, RNN
-from tinylm.models._common import LanguageModel, check_ids
+from tinylm.models._common import LanguageModel
+from tinylm.rng import spawn
 
 __all__ = ["RNNLMConfig", "RNNLM", "LSTMLMConfig", "LSTMLM", "tbptt_batches"]
 
@@ -79,9 +81,10 @@ class _RecurrentLM(LanguageModel):
         rng = np.random.default_rng(c.seed)
         dtype = np.dtype(c.dtype)
         self.add_layer("embed", Embedding(c.vocab_size, c.emb_dim, rng=rng, dtype=dtype))
-        self.add_layer("drop_in", Dropout(c.dropout, rng=c.seed + 1))
+        drop_in_rng, drop_out_rng = spawn(c.seed, 2)     # dropout masks: their own streams
+        self.add_layer("drop_in", Dropout(c.dropout, rng=drop_in_rng))
         self.add_layer("rnn", rnn(rng, dtype))
-        self.add_layer("drop_out", Dropout(c.dropout, rng=c.seed + 2))
+        self.add_layer("drop_out", Dropout(c.dropout, rng=drop_out_rng))
         self.add_layer("head", Linear(c.hidden, c.vocab_size, rng=rng, dtype=dtype))
         self.state = None            # carried state for stateful training (detached)
 
@@ -141,7 +144,7 @@ class _RecurrentLM(LanguageModel):
         Feeding a sequence in pieces gives the same logits as feeding it whole.
         """
         where = "%s.forward_step" % type(self).__name__
-        idx = check_ids(where, "idx", idx, self.vocab_size)
+        idx = check_ids(idx, self.vocab_size, where, "idx", ndim=2)
         if idx.shape[0] != cache["batch_size"]:
             raise ValueError("%s: idx has batch size %d, the cache was made for %d"
                              % (where, idx.shape[0], cache["batch_size"]))

@@ -40,7 +40,8 @@ The loss is the mean cross-entropy over the non-PAD target positions.
 :meth:`Seq2Seq.translate` decodes greedily, feeding back its own predictions.
 
 Shapes: batch B, source length S, target length T, embedding E, hidden H,
-vocabulary V.  Token ids PAD/BOS/EOS as in :mod:`tinylm.teaching.tasks` by default.
+vocabulary V.  Default special ids PAD = 0, BOS = 1, EOS = 2 (defined here; the toy tasks of
+:mod:`tinylm.teaching.tasks` use them).
 """
 
 from dataclasses import dataclass
@@ -49,28 +50,30 @@ import numpy as np
 
 from tinylm.layers.activations import Tanh
 from tinylm.layers.attention import AdditiveAttention, ScaledDotProductAttention
+from tinylm.layers.checks import check_ids
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.losses import SoftmaxCrossEntropy
 from tinylm.layers.rnn import GRU
-from tinylm.models._common import LanguageModel, check_ids
-from tinylm.teaching import tasks
+from tinylm.models._common import LanguageModel
 
-__all__ = ["Seq2SeqConfig", "Seq2Seq", "ATTENTION_KINDS"]
+__all__ = ["Seq2SeqConfig", "Seq2Seq", "ATTENTION_KINDS", "PAD", "BOS", "EOS"]
+
+PAD, BOS, EOS = 0, 1, 2        # padding, "begin" (first decoder input), "end" (last target)
 
 ATTENTION_KINDS = ("dot", "additive", "none")
 
 
 @dataclass
 class Seq2SeqConfig:
-    src_vocab_size: int = 13          # 13 = the default tinylm.teaching.tasks.SequenceTask vocabulary
+    src_vocab_size: int = 13          # 13 = the default teaching.tasks.SequenceTask vocabulary
     tgt_vocab_size: int = 13
     emb_dim: int = 32                 # E
     hidden: int = 64                  # H
     attention: str = "dot"            # "dot", "additive" or "none" (the bottleneck)
     attn_size: int = 64               # additive attention's inner size
-    pad_id: int = tasks.PAD
-    bos_id: int = tasks.BOS
-    eos_id: int = tasks.EOS
+    pad_id: int = PAD
+    bos_id: int = BOS
+    eos_id: int = EOS
     seed: int = 0
     dtype: str = "float32"
 
@@ -129,7 +132,7 @@ class Seq2Seq(LanguageModel):
 
     # -- input checks ------------------------------------------------------
     def _check_src(self, where, src, src_len):
-        src = check_ids(where, "src", src, self.config.src_vocab_size)
+        src = check_ids(src, self.config.src_vocab_size, where, "src", ndim=2)
         B, S = src.shape
         if S < 1:
             raise ValueError("%s: src must have at least one position, got shape %s"
@@ -196,7 +199,7 @@ class Seq2Seq(LanguageModel):
         """Teacher-forced logits (B, T, V) of the next target token at every position."""
         where = "Seq2Seq.forward"
         src, src_len = self._check_src(where, src, src_len)
-        tgt_in = check_ids(where, "tgt_in", tgt_in, self.config.tgt_vocab_size)
+        tgt_in = check_ids(tgt_in, self.config.tgt_vocab_size, where, "tgt_in", ndim=2)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError("%s: src has batch size %d but tgt_in has %d"
                              % (where, src.shape[0], tgt_in.shape[0]))
@@ -212,7 +215,7 @@ class Seq2Seq(LanguageModel):
     def loss(self, src, tgt_in, tgt_out, src_len=None):
         """Mean cross-entropy over the non-PAD positions of tgt_out (B, T)."""
         logits = self.forward(src, tgt_in, src_len)
-        tgt_out = check_ids("Seq2Seq.loss", "tgt_out", tgt_out, self.config.tgt_vocab_size)
+        tgt_out = check_ids(tgt_out, self.config.tgt_vocab_size, "Seq2Seq.loss", "tgt_out", ndim=2)
         if tgt_out.shape != logits.shape[:-1]:
             raise ValueError("Seq2Seq.loss: tgt_out has shape %s, expected %s (tgt_in's)"
                              % (tgt_out.shape, logits.shape[:-1]))

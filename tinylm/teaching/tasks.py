@@ -38,7 +38,8 @@ so ``tgt_out[:, t]`` is what the decoder must predict after reading
 
 import numpy as np
 
-PAD, BOS, EOS = 0, 1, 2
+from tinylm.models.seq2seq import BOS, EOS, PAD   # the model's special ids
+
 NUM_SPECIAL = 3
 
 TRANSFORMS = ("copy", "reverse", "translate")
