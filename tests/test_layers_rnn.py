@@ -118,13 +118,13 @@ def test_truncated_bptt_state_handoff(kind):
 
     layer.zero_grad()
     out1, s_mid = layer.forward(x[:, :3], s0)
-    first = layer._caches
+    first = layer._cache
     out2, sT2 = layer.forward(x[:, 3:], s_mid)
     np.testing.assert_allclose(np.concatenate([out1, out2], 1), out, rtol=1e-13, atol=1e-14)
     for a, b in zip(sT2 if kind == "lstm" else (sT2,), sT if kind == "lstm" else (sT,)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
     dx2, ds_mid = layer.backward(dout[:, 3:])
-    layer._caches = first                         # back to the first chunk's forward
+    layer._cache = first                         # back to the first chunk's forward
     dx1, ds0_halves = layer.backward((dout[:, :3], ds_mid))
     np.testing.assert_allclose(np.concatenate([dx1, dx2], 1), dx, rtol=1e-12, atol=1e-13)
     for a, b in zip(ds0_halves if kind == "lstm" else (ds0_halves,),

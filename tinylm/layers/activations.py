@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready
+from tinylm.layers.checks import Float, Grad, checked
 
 __all__ = ["erf", "Tanh", "Sigmoid", "ReLU", "GELU", "sigmoid"]
 
@@ -84,36 +84,18 @@ def sigmoid(x):
     return np.where(x >= 0, r, e * r)      # x < 0: exp(x) / (1 + exp(x))
 
 
-class _Elementwise(Layer):
-    """Shared plumbing: no parameters, input x and output y of the same shape."""
-
-    def _check(self, where, x):
-        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-            raise TypeError("%s.%s: expected a float32/float64 numpy array, got %s"
-                            % (type(self).__name__, where,
-                               getattr(x, "dtype", type(x).__name__)))
-        return x
-
-    def _check_dy(self, dy, ref):
-        self._check("backward", dy)
-        if dy.shape != ref.shape:
-            raise ValueError("%s.backward: dy has shape %s, expected %s"
-                             % (type(self).__name__, dy.shape, ref.shape))
-        return dy
-
-
-class Tanh(_Elementwise):
+class Tanh(Layer):
     """y = tanh(x).  x: any shape -> y: same shape."""
 
+    @checked(x=Float(dtype=None))
     def forward(self, x):
-        self._check("forward", x)
-        self._y = np.tanh(x)
-        return self._y
+        y = np.tanh(x)
+        self._cache = y
+        return y
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("Tanh.backward", getattr(self, "_y", None))
-        y = self._y
-        dy = self._check_dy(dy, y)
+        y = self._cache
         ### BEGIN SOLUTION
         # forward: y = tanh(x)  ->  dx = dy * (1 - y^2)
         dx = dy * (1 - y * y)
@@ -121,18 +103,18 @@ class Tanh(_Elementwise):
         return dx
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)), computed stably.  x: any shape -> y: same shape."""
 
+    @checked(x=Float(dtype=None))
     def forward(self, x):
-        self._check("forward", x)
-        self._y = sigmoid(x)
-        return self._y
+        y = sigmoid(x)
+        self._cache = y
+        return y
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("Sigmoid.backward", getattr(self, "_y", None))
-        y = self._y
-        dy = self._check_dy(dy, y)
+        y = self._cache
         ### BEGIN SOLUTION
         # forward: y = 1/(1 + exp(-x))  ->  dx = dy * y * (1 - y)
         dx = dy * y * (1 - y)
@@ -140,22 +122,22 @@ class Sigmoid(_Elementwise):
         return dx
 
 
-class ReLU(_Elementwise):
+class ReLU(Layer):
     """y = max(x, 0).  x: any shape -> y: same shape.  (Derivative at 0 taken as 0.)"""
 
+    @checked(x=Float(dtype=None))
     def forward(self, x):
-        self._check("forward", x)
-        self._x = x
+        self._cache = x
         return np.maximum(x, 0)
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("ReLU.backward", getattr(self, "_x", None))
-        dy = self._check_dy(dy, self._x)
+        x = self._cache
         # forward: y = max(x, 0)  ->  dx = dy * [x > 0]
-        return dy * (self._x > 0)
+        return dy * (x > 0)
 
 
-class GELU(_Elementwise):
+class GELU(Layer):
     """Gaussian error linear unit y = x * Phi(x).  x: any shape -> y: same shape.
 
     approximate="none": the exact form with erf (PyTorch's default, BERT);
@@ -172,10 +154,9 @@ class GELU(_Elementwise):
             raise ValueError("GELU: approximate must be 'none' or 'tanh', got %r" % (approximate,))
         self.approximate = approximate
 
+    @checked(x=Float(dtype=None))
     def forward(self, x):
-        self._check("forward", x)
         t = x.dtype.type
-        self._x = x
         if self.approximate == "tanh":
             # (in place: one temporary instead of six; this is GPT's hot path)
             u = x * x                                          # x^2 (np.power is ~10x slower)
@@ -183,22 +164,22 @@ class GELU(_Elementwise):
             u *= t(self._K)
             u += x
             u *= t(self._C)                                    # u = sqrt(2/pi)(x + k x^3)
-            self._th = np.tanh(u, out=u)                       # th = tanh(u)
-            y = self._th + t(1)
+            th = np.tanh(u, out=u)                             # th = tanh(u)
+            self._cache = (x, th, None)
+            y = th + t(1)
             y *= x
             y *= t(0.5)                                        # y = x/2 (1 + th)
             return y
-        self._cdf = t(0.5) * (1 + erf(x * t(1 / math.sqrt(2))))  # Phi(x)
-        return x * self._cdf                                   # y = x Phi(x)
+        cdf = t(0.5) * (1 + erf(x * t(1 / math.sqrt(2))))      # Phi(x)
+        self._cache = (x, None, cdf)
+        return x * cdf                                         # y = x Phi(x)
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("GELU.backward", getattr(self, "_x", None))
-        x = self._x
-        dy = self._check_dy(dy, x)
+        x, th, cdf = self._cache                       # th: approximate="tanh", cdf: exact
         t = x.dtype.type
         ### BEGIN SOLUTION
         if self.approximate == "tanh":
-            th = self._th
             # forward: u = sqrt(2/pi)(x + k x^3)  ->  du/dx = sqrt(2/pi)(1 + 3k x^2)
             du = x * x
             du *= t(3 * self._K)
@@ -217,5 +198,5 @@ class GELU(_Elementwise):
             return g
         # forward: y = x Phi(x)  ->  dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2)/sqrt(2 pi)
         pdf = np.exp(t(-0.5) * x * x) * t(1 / math.sqrt(2 * math.pi))
-        return dy * (self._cdf + x * pdf)
+        return dy * (cdf + x * pdf)
         ### END SOLUTION

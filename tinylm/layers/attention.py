@@ -45,46 +45,77 @@ import numpy as np
 from tinylm import kernels
 from tinylm.layers.activations import Tanh
 from tinylm.layers.base import Layer
+from tinylm.layers.checks import Float, Grad, checked
 from tinylm.layers.core import Linear
-from tinylm.layers.checks import check_backward_ready, check_float
 from tinylm.rng import default_rng
 
 __all__ = ["ScaledDotProductAttention", "MultiHeadAttention", "AdditiveAttention",
            "DotProductAttention"]
 
 
-def _check_mask(where, mask, shape):
-    mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError("%s: mask must be a bool array, got dtype %s" % (where, mask.dtype))
-    try:
-        np.broadcast_shapes(mask.shape, shape)
-    except ValueError:
-        raise ValueError("%s: mask of shape %s does not broadcast to the scores' shape %s"
-                         % (where, mask.shape, shape)) from None
-    return mask
+# -- input checks that relate several arguments --------------------------------
 
-
-def _padding_to_mask(where, key_padding_mask, B, Tk):
-    """(B, Tk) bool, True = padding  ->  (B, 1, 1, Tk) bool, True = may attend."""
+def _check_padding(where, key_padding_mask, B, Tk):
+    if key_padding_mask is None:
+        return
     kpm = np.asarray(key_padding_mask)
     if kpm.dtype != np.bool_ or kpm.shape != (B, Tk):
         raise ValueError("%s: key_padding_mask must be a bool array of shape %s (True = "
                          "padding), got %s %s" % (where, (B, Tk), kpm.dtype, kpm.shape))
-    return ~kpm[:, None, None, :]
 
 
-def _check_kv_cache(where, cache, x, H, dh, D):
+def _may_attend(key_padding_mask):
+    """(B, Tk) bool, True = padding  ->  (B, 1, 1, Tk) bool, True = may attend."""
+    return ~np.asarray(key_padding_mask)[:, None, None, :]
+
+
+def _check_qkv(layer, where, a):
+    q, k, v, mask = a["q"], a["k"], a["v"], a["mask"]
+    if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError("%s: q %s, k %s, v %s must agree in leading dims and size d; "
+                         "k and v must have the same shape" % (where, q.shape, k.shape, v.shape))
+    if mask is not None:
+        mask, scores = np.asarray(mask), q.shape[:-1] + k.shape[-2:-1]
+        if mask.dtype != np.bool_:
+            raise TypeError("%s: mask must be a bool array, got dtype %s" % (where, mask.dtype))
+        try:
+            np.broadcast_shapes(mask.shape, scores)
+        except ValueError:
+            raise ValueError("%s: mask of shape %s does not broadcast to the scores' shape %s"
+                             % (where, mask.shape, scores)) from None
+
+
+def _check_memory(layer, where, a):
+    x, memory = a["x"], a["memory"]
+    if memory is not None and memory.shape[0] != x.shape[0]:
+        raise ValueError("%s: memory must be (batch=%d, time, d_model), got %s"
+                         % (where, x.shape[0], memory.shape))
+    kv = x if memory is None else memory
+    _check_padding(where, a["key_padding_mask"], kv.shape[0], kv.shape[1])
+
+
+def _check_kv_cache(layer, where, a):
+    x, cache = a["x"], a["cache"]
     if not (isinstance(cache, dict) and "k" in cache and "v" in cache):
         raise TypeError("%s: cache must be a dict with 'k' and 'v' (see empty_cache), got %s"
                         % (where, type(cache).__name__))
-    x = check_float(x, where, "x", cache["k"].dtype, 3, D)
-    want = (x.shape[0], H, cache["k"].shape[2], dh)
-    if x.ndim != 3 or cache["k"].shape != want or cache["v"].shape != want:
-        raise ValueError("%s: x %s and the cache's k %s, v %s do not fit: expected x (B, t, %d) "
-                         "and k, v (B, %d, t0, %d)" % (where, x.shape, cache["k"].shape,
-                                                        cache["v"].shape, D, H, dh))
+    want = (x.shape[0], layer.num_heads, np.shape(cache["k"])[2], layer.head_dim)
+    if np.shape(cache["k"]) != want or np.shape(cache["v"]) != want:
+        raise ValueError("%s: x %s and the cache's k %s, v %s do not fit: expected k, v "
+                         "(B, %d, t0, %d)" % (where, x.shape, np.shape(cache["k"]),
+                                              np.shape(cache["v"]), layer.num_heads,
+                                              layer.head_dim))
 
+
+def _check_query_keys(layer, where, a):
+    query, keys = a["query"], a["keys"]
+    if keys.shape[0] != query.shape[0] or (layer.same_size and keys.shape[2] != query.shape[1]):
+        raise ValueError("%s: query must be (B, %s) and keys (B, T, K), got %s and %s"
+                         % (where, "K" if layer.same_size else "Q", query.shape, keys.shape))
+    _check_padding(where, a["key_padding_mask"], keys.shape[0], keys.shape[1])
+
+
+# -- the layers -------------------------------------------------------------------
 
 class ScaledDotProductAttention(Layer):
     """softmax(scale * q k^T, masked) v, without parameters.
@@ -101,17 +132,11 @@ class ScaledDotProductAttention(Layer):
     def __init__(self, causal=False, scale=None):
         super().__init__()
         self.causal, self.scale = bool(causal), scale
-        self._cache = None
         self.path = None
 
+    @checked(q=Float(2, dtype=None), k=Float(2, dtype="q"), v=Float(2, dtype="q"),
+             also=_check_qkv)
     def forward(self, q, k, v, mask=None, return_weights=False):
-        where = "ScaledDotProductAttention.forward"
-        q = check_float(q, where, "q", None, 2)
-        k = check_float(k, where, "k", q.dtype, 2)
-        v = check_float(v, where, "v", q.dtype, 2)
-        if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
-            raise ValueError("%s: q %s, k %s, v %s must agree in leading dims and size d; "
-                             "k and v must have the same shape" % (where, q.shape, k.shape, v.shape))
         d = q.shape[-1]
         scale = (1.0 / math.sqrt(d)) if self.scale is None else float(self.scale)
         if mask is None and not return_weights:
@@ -123,22 +148,17 @@ class ScaledDotProductAttention(Layer):
         s = t(scale) * (q @ np.swapaxes(k, -1, -2))                     # (..., Tq, Tk)
         allowed = np.ones(s.shape, bool)
         if mask is not None:
-            allowed &= _check_mask(where, mask, s.shape)
+            allowed &= mask
         if self.causal:
             allowed &= kernels.causal_mask(q.shape[-2], k.shape[-2])
-        p, _ = kernels.masked_softmax(s, allowed)                       # P = softmax(S[masked] = -inf)
+        p, _ = kernels.masked_softmax(s, allowed)           # P = softmax(S), S[masked] = -inf
         o = p @ v                                                       # O = P v
         self._cache = ("numpy", q, k, v, p, scale)
         self.path = "numpy"
         return (o, p) if return_weights else o
 
+    @checked(do=Grad())
     def backward(self, do):
-        where = "ScaledDotProductAttention.backward"
-        check_backward_ready(where, self._cache)
-        q = self._cache[1]
-        do = check_float(do, where, "do", q.dtype, 2)
-        if do.shape != q.shape[:-2] + (q.shape[-2], self._cache[3].shape[-1]):
-            raise ValueError("%s: do has shape %s, expected %s" % (where, do.shape, q.shape))
         if self._cache[0] == "fused":
             _, q, k, v, o, lse, scale = self._cache
             return kernels.attention_backward(q, k, v, o, lse, np.ascontiguousarray(do),
@@ -173,6 +193,8 @@ class MultiHeadAttention(Layer):
         causal (constructor): query i sees keys j <= i + (Tk - Tq).
         -> y (B, Tq, D)   [, weights (B, H, Tq, Tk) when return_weights]
     backward(dy (B, Tq, D)) -> dx (self-attention) or (dx, dmemory) (cross).
+    forward_step(x (B, t, D), cache) -> y (B, t, D): self-attention with a KV
+        cache, for generation (see :meth:`forward_step`).
     Without a padding mask (and without return_weights) the heads run on the
     fused attention kernel.
     """
@@ -189,7 +211,6 @@ class MultiHeadAttention(Layer):
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
             self.add_layer(name, Linear(d_model, d_model, bias=bias, rng=rng, dtype=dtype))
         self.add_layer("attn", ScaledDotProductAttention(causal=causal))
-        self._cache = None
 
     def split_heads(self, t):
         """(B, T, D) -> (B, H, T, dh), contiguous."""
@@ -204,53 +225,45 @@ class MultiHeadAttention(Layer):
 
     _split, _merge = split_heads, merge_heads      # old names, until models/gpt.py moves
 
+    @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
+             memory=Float(ndim=3, layout="batch, time, d_model", last="d_model", optional=True),
+             also=_check_memory)
     def forward(self, x, memory=None, key_padding_mask=None, return_weights=False):
-        where = "MultiHeadAttention.forward"
-        dtype = self.layers["q_proj"].params["weight"].dtype
-        x = check_float(x, where, "x", dtype, 3, self.d_model)
-        if x.ndim != 3:
-            raise ValueError("%s: x must be (batch, time, d_model), got %s" % (where, x.shape))
-        cross = memory is not None
-        if cross:
-            memory = check_float(memory, where, "memory", dtype, 3, self.d_model)
-            if memory.ndim != 3 or memory.shape[0] != x.shape[0]:
-                raise ValueError("%s: memory must be (batch=%d, time, d_model), got %s"
-                                 % (where, x.shape[0], memory.shape))
-        kv = memory if cross else x
-        mask = None
-        if key_padding_mask is not None:
-            mask = _padding_to_mask(where, key_padding_mask, kv.shape[0], kv.shape[1])
-        q = self.split_heads(self.layers["q_proj"].forward(x))             # (B, H, Tq, dh)
-        k = self.split_heads(self.layers["k_proj"].forward(kv))            # (B, H, Tk, dh)
-        v = self.split_heads(self.layers["v_proj"].forward(kv))            # (B, H, Tk, dh)
-        res = self.layers["attn"].forward(q, k, v, mask=mask, return_weights=return_weights)
+        L = self.layers
+        kv = x if memory is None else memory
+        mask = None if key_padding_mask is None else _may_attend(key_padding_mask)
+        q = self.split_heads(L["q_proj"].forward(x))                  # (B, H, Tq, dh)
+        k = self.split_heads(L["k_proj"].forward(kv))                 # (B, H, Tk, dh)
+        v = self.split_heads(L["v_proj"].forward(kv))                 # (B, H, Tk, dh)
+        res = L["attn"].forward(q, k, v, mask=mask, return_weights=return_weights)
         o, weights = res if return_weights else (res, None)           # (B, H, Tq, dh)
-        y = self.layers["out_proj"].forward(self.merge_heads(o))           # (B, Tq, D)
-        self._cache = cross
+        y = L["out_proj"].forward(self.merge_heads(o))                # (B, Tq, D)
+        self._cache = memory is not None                              # cross-attention?
         return (y, weights) if return_weights else y
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("MultiHeadAttention.backward", self._cache)
-        cross = self._cache
+        L, cross = self.layers, self._cache
         # forward: y = out_proj(merge(o))
-        do = self.split_heads(self.layers["out_proj"].backward(dy))        # (B, H, Tq, dh)
+        do = self.split_heads(L["out_proj"].backward(dy))             # (B, H, Tq, dh)
         # forward: o = attention(q, k, v)
-        dq, dk, dv = self.layers["attn"].backward(do)
+        dq, dk, dv = L["attn"].backward(do)
         # forward: q = split(q_proj(x)), k = split(k_proj(kv)), v = split(v_proj(kv))
-        dx = self.layers["q_proj"].backward(self.merge_heads(dq))
-        dkv = (self.layers["k_proj"].backward(self.merge_heads(dk))
-               + self.layers["v_proj"].backward(self.merge_heads(dv)))
+        dx = L["q_proj"].backward(self.merge_heads(dq))
+        dkv = (L["k_proj"].backward(self.merge_heads(dk))
+               + L["v_proj"].backward(self.merge_heads(dv)))
         if cross:
             return dx, dkv
         return dx + dkv                                               # kv is x: gradients add
 
-
     def empty_cache(self, batch_size, dtype=None):
         """A KV cache holding no position yet: {"k", "v"} of shape (B, H, 0, dh)."""
-        dtype = self.layers["q_proj"].params["weight"].dtype if dtype is None else dtype
+        dtype = self.dtype if dtype is None else dtype
         empty = np.zeros((batch_size, self.num_heads, 0, self.head_dim), dtype)
         return {"k": empty, "v": empty.copy()}
 
+    @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
+             also=_check_kv_cache)
     def forward_step(self, x, cache):
         """Self-attention of new positions x (B, t, D) over the cached ones and themselves.
 
@@ -260,15 +273,12 @@ class MultiHeadAttention(Layer):
         layer keeps nothing for backward.  Returns y (B, t, D).
         """
         L = self.layers
-        _check_kv_cache("MultiHeadAttention.forward_step", cache, x, self.num_heads,
-                        self.head_dim, self.d_model)
         q = self.split_heads(L["q_proj"].forward(x))                  # (B, H, t, dh)
-        cache["k"] = np.concatenate([cache["k"], self.split_heads(L["k_proj"].forward(x))],
-                                    axis=2)                           # (B, H, t0 + t, dh)
-        cache["v"] = np.concatenate([cache["v"], self.split_heads(L["v_proj"].forward(x))],
-                                    axis=2)
+        k = self.split_heads(L["k_proj"].forward(x))
+        v = self.split_heads(L["v_proj"].forward(x))
+        cache["k"] = np.concatenate([cache["k"], k], axis=2)          # (B, H, t0 + t, dh)
+        cache["v"] = np.concatenate([cache["v"], v], axis=2)
         o = L["attn"].forward(q, cache["k"], cache["v"])              # (B, H, t, dh)
-        self._cache = None                                            # no backward after a step
         return L["out_proj"].forward(self.merge_heads(o))             # (B, t, D)
 
 
@@ -285,6 +295,8 @@ class AdditiveAttention(Layer):
     backward(dcontext (B, K)) -> (dquery (B, Q), dkeys (B, T, K)).
     """
 
+    same_size = False          # the query and the keys may have different sizes
+
     def __init__(self, query_size, key_size, attn_size, rng=None, dtype=np.float32):
         super().__init__()
         rng = default_rng(rng)
@@ -293,45 +305,36 @@ class AdditiveAttention(Layer):
         self.add_layer("tanh", Tanh())
         self.add_layer("score", Linear(attn_size, 1, bias=False, rng=rng, dtype=dtype))
         self.query_size, self.key_size = int(query_size), int(key_size)
-        self._cache = None
 
+    @checked(query=Float(ndim=2, layout="B, Q", last="query_size"),
+             keys=Float(ndim=3, layout="B, T, K", last="key_size"), also=_check_query_keys)
     def forward(self, query, keys, key_padding_mask=None, return_weights=False):
-        where = "AdditiveAttention.forward"
-        dtype = self.layers["score"].params["weight"].dtype
-        query = check_float(query, where, "query", dtype, 2, self.query_size)
-        keys = check_float(keys, where, "keys", dtype, 3, self.key_size)
-        if query.ndim != 2 or keys.ndim != 3 or keys.shape[0] != query.shape[0]:
-            raise ValueError("%s: query must be (B, Q) and keys (B, T, K), got %s and %s"
-                             % (where, query.shape, keys.shape))
-        B, T, _ = keys.shape
-        qp = self.layers["query_proj"].forward(query)                  # (B, A) = W s
-        kp = self.layers["key_proj"].forward(keys)                     # (B, T, A) = U h_t + b
-        a = self.layers["tanh"].forward(qp[:, None, :] + kp)           # (B, T, A)
-        e = self.layers["score"].forward(a)[..., 0]                    # (B, T) = v^T a
-        allowed = None
-        if key_padding_mask is not None:
-            allowed = _padding_to_mask(where, key_padding_mask, B, T)[:, 0, 0, :]
-        w, _ = kernels.masked_softmax(e, allowed)                      # (B, T) = softmax(e)
-        context = np.einsum("bt,btk->bk", w, keys)                     # (B, K)
+        L = self.layers
+        qp = L["query_proj"].forward(query)                           # (B, A) = W s
+        kp = L["key_proj"].forward(keys)                              # (B, T, A) = U h_t + b
+        a = L["tanh"].forward(qp[:, None, :] + kp)                    # (B, T, A)
+        e = L["score"].forward(a)[..., 0]                             # (B, T) = v^T a
+        allowed = None if key_padding_mask is None else _may_attend(key_padding_mask)[:, 0, 0]
+        w, _ = kernels.masked_softmax(e, allowed)                     # (B, T) = softmax(e)
+        context = np.einsum("bt,btk->bk", w, keys)                    # (B, K)
         self._cache = (keys, w)
         return (context, w) if return_weights else context
 
+    @checked(dcontext=Grad())
     def backward(self, dcontext):
-        where = "AdditiveAttention.backward"
-        check_backward_ready(where, self._cache)
+        L = self.layers
         keys, w = self._cache
-        dcontext = check_float(dcontext, where, "dcontext", keys.dtype, 2, self.key_size)
         # forward: context = sum_t w_t h_t  ->  dw_t = dcontext . h_t,  dkeys_t = w_t dcontext
-        dw = np.einsum("bk,btk->bt", dcontext, keys)                   # (B, T)
-        dkeys = w[:, :, None] * dcontext[:, None, :]                   # (B, T, K)
+        dw = np.einsum("bk,btk->bt", dcontext, keys)                  # (B, T)
+        dkeys = w[:, :, None] * dcontext[:, None, :]                  # (B, T, K)
         # forward: w = softmax(e)  ->  de = w * (dw - sum(dw * w))
-        de = w * (dw - np.sum(dw * w, axis=-1, keepdims=True))         # (B, T)
+        de = w * (dw - np.sum(dw * w, axis=-1, keepdims=True))        # (B, T)
         # forward: e = v^T a,  a = tanh(qp + kp)
-        da = self.layers["score"].backward(de[..., None])              # (B, T, A)
-        dpre = self.layers["tanh"].backward(da)                        # (B, T, A)
+        da = L["score"].backward(de[..., None])                       # (B, T, A)
+        dpre = L["tanh"].backward(da)                                 # (B, T, A)
         # forward: qp broadcast over t  ->  dqp = sum_t dpre;  kp = key_proj(keys)
-        dquery = self.layers["query_proj"].backward(dpre.sum(axis=1))
-        dkeys = dkeys + self.layers["key_proj"].backward(dpre)
+        dquery = L["query_proj"].backward(dpre.sum(axis=1))
+        dkeys = dkeys + L["key_proj"].backward(dpre)
         return dquery, dkeys
 
 
@@ -347,26 +350,23 @@ class DotProductAttention(Layer):
     backward(dcontext (B, K)) -> (dquery (B, K), dkeys (B, T, K)).
     """
 
+    same_size = True           # s . h_t needs the query and the keys of one size
+
     def __init__(self, scale=1.0):
         super().__init__()
         self.add_layer("attn", ScaledDotProductAttention(causal=False, scale=scale))
 
+    @checked(query=Float(ndim=2, layout="B, K", dtype=None),
+             keys=Float(ndim=3, layout="B, T, K", dtype="query"), also=_check_query_keys)
     def forward(self, query, keys, key_padding_mask=None, return_weights=False):
-        where = "DotProductAttention.forward"
-        query = check_float(query, where, "query", None, 2)
-        keys = check_float(keys, where, "keys", query.dtype, 3)
-        if query.ndim != 2 or keys.shape[0] != query.shape[0] or keys.shape[2] != query.shape[1]:
-            raise ValueError("%s: query must be (B, K) and keys (B, T, K), got %s and %s"
-                             % (where, query.shape, keys.shape))
-        mask = None
-        if key_padding_mask is not None:
-            mask = _padding_to_mask(where, key_padding_mask, keys.shape[0], keys.shape[1])[:, 0]
+        mask = None if key_padding_mask is None else _may_attend(key_padding_mask)[:, 0]
         res = self.layers["attn"].forward(query[:, None, :], keys, keys, mask=mask,
                                           return_weights=return_weights)
         if return_weights:
-            return res[0][:, 0], res[1][:, 0]
+            return res[0][:, 0], res[1][:, 0]                         # (B, K), (B, T)
         return res[:, 0]
 
+    @checked(dcontext=Grad())
     def backward(self, dcontext):
         dq, dk, dv = self.layers["attn"].backward(dcontext[:, None, :])
         # keys serve as both k and v: their gradients add

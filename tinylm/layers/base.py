@@ -6,8 +6,9 @@ A layer
   the same shape and dtype for each (``self.grads[name]``);
 * may own child layers (``self.layers[name]``), whose parameters appear under
   ``"child.name"`` in :meth:`Layer.named_parameters`;
-* ``forward(*inputs)`` computes its output and caches what ``backward`` needs
-  (one cache per layer: call forward, then backward, then forward again);
+* ``forward(*inputs)`` computes its output and keeps what ``backward`` needs
+  in ``self._cache`` (one cache per layer: call forward, then backward, then
+  forward again; None means "nothing to differentiate");
 * ``backward(dout)`` takes dL/d(output), **adds** dL/d(parameter) into
   ``self.grads`` (so two backward calls double them) and returns dL/d(input)
   (a tuple when the forward took several differentiable inputs);
@@ -17,6 +18,9 @@ A layer
 
 A composite layer is built from smaller ones: its forward calls theirs in
 order and its backward calls their backwards in reverse order.
+
+Input checks are declared, not written into the mathematics: see
+:func:`tinylm.layers.checks.checked`.
 
 Parameters are updated in place by the optimizers (``p -= lr * g``), so a
 layer must never rebind ``self.params[name]`` to a new array after
@@ -37,6 +41,8 @@ class Layer:
         self.grads = OrderedDict()    # name -> ndarray, same shape/dtype
         self.layers = OrderedDict()   # name -> child Layer
         self.training = True
+        self._cache = None            # what backward needs, set by forward
+        self._out = None              # (shape, dtype) of forward's output: see layers.checks
 
     # -- building ----------------------------------------------------------
     def add_param(self, name, value):

@@ -28,7 +28,7 @@ import numpy as np
 
 from tinylm import kernels
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_dtype, check_float, check_ids
+from tinylm.layers.checks import Float, Grad, Ids, check_dtype, checked
 from tinylm.rng import default_rng
 
 __all__ = ["Linear", "Embedding", "Sequential"]
@@ -58,12 +58,11 @@ class Linear(Layer):
         self.use_bias = bool(bias)
         if bias:
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)).astype(dtype))
-        self._cache = None
 
+    @checked(x=Float(1, last="in_features"))
     def forward(self, x):
         """x: (..., in) -> y: (..., out)."""
         W = self.params["weight"]                                  # (out, in)
-        x = check_float(x, "Linear.forward", "x", W.dtype, 1, self.in_features)
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (N, in)
         y2 = kernels.matmul(x2, W, trans_b=True)                   # (N, out) = x2 W^T
@@ -72,15 +71,11 @@ class Linear(Layer):
         self._cache = (x2, lead)
         return y2.reshape(lead + (self.out_features,))
 
+    @checked(dy=Grad())
     def backward(self, dy):
         """dy: (..., out) -> dx: (..., in); adds into grads["weight"], grads["bias"]."""
-        check_backward_ready("Linear.backward", self._cache)
         x2, lead = self._cache
         W = self.params["weight"]
-        dy = check_float(dy, "Linear.backward", "dy", W.dtype, 1, self.out_features)
-        if dy.shape[:-1] != lead:
-            raise ValueError("Linear.backward: dy has shape %s, expected %s"
-                             % (dy.shape, lead + (self.out_features,)))
         ### BEGIN SOLUTION
         dy2 = np.ascontiguousarray(dy.reshape(-1, self.out_features))   # (N, out)
         # forward: y2 = x2 W^T      ->  dW += dy2^T x2   (out, in), no temporary
@@ -114,23 +109,17 @@ class Embedding(Layer):
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.add_param("weight", (init_std * rng.standard_normal(
             (num_embeddings, embedding_dim))).astype(dtype))
-        self._cache = None
 
+    @checked(ids=Ids("num_embeddings"))
     def forward(self, ids):
         """ids: integer (...) -> y: (..., dim)."""
-        ids = check_ids(ids, self.num_embeddings, "Embedding.forward")
         self._cache = ids
         return self.params["weight"][ids]                 # (..., dim), a copy
 
+    @checked(dy=Grad())
     def backward(self, dy):
         """dy: (..., dim) -> None; grads["weight"][ids] += dy, repeated ids summed."""
-        check_backward_ready("Embedding.backward", self._cache)
         ids = self._cache
-        W = self.params["weight"]
-        dy = check_float(dy, "Embedding.backward", "dy", W.dtype, 1, self.embedding_dim)
-        if dy.shape[:-1] != ids.shape:
-            raise ValueError("Embedding.backward: dy has shape %s, expected %s"
-                             % (dy.shape, ids.shape + (self.embedding_dim,)))
         # forward: y = W[ids]  ->  dW[ids] += dy, *accumulating* repeated ids
         np.add.at(self.grads["weight"], ids.ravel(), dy.reshape(-1, self.embedding_dim))
         return None

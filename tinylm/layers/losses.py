@@ -26,7 +26,7 @@ their number of entries::
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_float, check_ids
+from tinylm.layers.checks import Float, Grad, Ids, Scalar, checked
 
 __all__ = ["Softmax", "SoftmaxCrossEntropy", "MSELoss", "softmax", "log_softmax"]
 
@@ -44,28 +44,18 @@ def log_softmax(z, axis=-1):
     return z - (m + np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True)))
 
 
-def _scalar_dout(where, dout, dtype):
-    d = np.asarray(dout)
-    if d.size != 1:
-        raise ValueError("%s: a loss is a scalar, so dout must be a scalar, got shape %s"
-                         % (where, d.shape))
-    return dtype.type(d.reshape(()))
-
-
 class Softmax(Layer):
     """y = softmax(x) over the last axis.  x: (..., V) -> y: (..., V)."""
 
+    @checked(x=Float(1, dtype=None))
     def forward(self, x):
-        x = check_float(x, "Softmax.forward", "x", None, 1)
-        self._y = softmax(x)
-        return self._y
+        y = softmax(x)
+        self._cache = y
+        return y
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("Softmax.backward", getattr(self, "_y", None))
-        y = self._y
-        dy = check_float(dy, "Softmax.backward", "dy", y.dtype, 1)
-        if dy.shape != y.shape:
-            raise ValueError("Softmax.backward: dy has shape %s, expected %s" % (dy.shape, y.shape))
+        y = self._cache
         # forward: y = softmax(x)  ->  dx = y * (dy - sum(dy * y))
         return y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
 
@@ -84,10 +74,8 @@ class SoftmaxCrossEntropy(Layer):
         super().__init__()
         self.ignore_index = int(ignore_index)
 
-    def forward(self, logits, targets):
-        where = "SoftmaxCrossEntropy.forward"
-        z = check_float(logits, where, "logits", None, 1)
-        t = check_ids(targets, None, where, "targets")
+    def _check_targets(self, where, a):
+        z, t = a["logits"], a["targets"]
         if t.shape != z.shape[:-1]:
             raise ValueError("%s: targets shape %s must be logits shape %s without its last "
                              "(vocabulary) axis, i.e. %s" % (where, t.shape, z.shape,
@@ -95,11 +83,15 @@ class SoftmaxCrossEntropy(Layer):
         V = z.shape[-1]
         if V == 0:
             raise ValueError("%s: logits have an empty class axis (shape %s)" % (where, z.shape))
-        keep = t != self.ignore_index                            # (...)
-        bad = keep & ((t < 0) | (t >= V))
+        bad = (t != self.ignore_index) & ((t < 0) | (t >= V))
         if bad.any():
             raise IndexError("%s: target %d is out of range [0, %d) (and is not ignore_index=%d)"
                              % (where, t[bad].ravel()[0], V, self.ignore_index))
+
+    @checked(logits=Float(1, dtype=None), targets=Ids(), also=_check_targets)
+    def forward(self, logits, targets):
+        z, t = logits, targets
+        keep = t != self.ignore_index                            # (...)
         count = int(keep.sum())
         safe_t = np.where(keep, t, 0)                            # (...), an index for every row
         m = np.max(z, axis=-1, keepdims=True)                    # (..., 1)
@@ -113,10 +105,9 @@ class SoftmaxCrossEntropy(Layer):
         self._cache = (e / s, safe_t, keep, count)               # p (..., V)
         return np.asarray(loss, dtype=z.dtype)
 
+    @checked(dout=Scalar())
     def backward(self, dout=1.0):
-        check_backward_ready("SoftmaxCrossEntropy.backward", getattr(self, "_cache", None))
         p, safe_t, keep, count = self._cache
-        dout = _scalar_dout("SoftmaxCrossEntropy.backward", dout, p.dtype)
         ### BEGIN SOLUTION
         # forward: nll = lse - z_t  ->  d nll / dz = softmax(z) - onehot(t)
         dz = p.copy()                                            # (..., V)
@@ -136,20 +127,20 @@ class MSELoss(Layer):
     backward(dout=1.0) -> (dy, dtarget), dtarget = -dy.
     """
 
+    def _same_shape(self, where, a):
+        if a["y"].shape != a["target"].shape:
+            raise ValueError("%s: y %s and target %s must have the same shape"
+                             % (where, a["y"].shape, a["target"].shape))
+
+    @checked(y=Float(dtype=None), target=Float(dtype="y"), also=_same_shape)
     def forward(self, y, target):
-        y = check_float(y, "MSELoss.forward", "y", None, 0)
-        target = check_float(target, "MSELoss.forward", "target", y.dtype, 0)
-        if y.shape != target.shape:
-            raise ValueError("MSELoss.forward: y %s and target %s must have the same shape"
-                             % (y.shape, target.shape))
         diff = y - target                                        # r = y - target
         self._cache = diff
         return np.asarray(np.mean(diff * diff), dtype=y.dtype)   # L = mean(r^2)
 
+    @checked(dout=Scalar())
     def backward(self, dout=1.0):
-        check_backward_ready("MSELoss.backward", getattr(self, "_cache", None))
         diff = self._cache
-        dout = _scalar_dout("MSELoss.backward", dout, diff.dtype)
         # forward: L = mean(r^2)  ->  dr = 2 r / n
         dr = diff * (2 * dout / max(diff.size, 1))
         # forward: r = y - target  ->  dy = dr, dtarget = -dr

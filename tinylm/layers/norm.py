@@ -29,10 +29,12 @@ In eval mode (``layer.eval()``) it is the identity.
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.layers.checks import Float, Grad, check_dtype, checked
 from tinylm.rng import default_rng
 
 __all__ = ["LayerNorm", "Dropout"]
+
+_IDENTITY = "identity"      # Dropout's cache in eval mode or with p = 0: no mask
 
 
 class LayerNorm(Layer):
@@ -56,12 +58,10 @@ class LayerNorm(Layer):
         if elementwise_affine:
             self.add_param("weight", np.ones(D, dtype))
             self.add_param("bias", np.zeros(D, dtype))
-        self._cache = None
 
+    @checked(x=Float(1, last="normalized_shape"))
     def forward(self, x):
         """x: (..., D) -> y: (..., D)."""
-        dtype = self.params["weight"].dtype if self.elementwise_affine else None
-        x = check_float(x, "LayerNorm.forward", "x", dtype, 1, self.normalized_shape)
         mu = x.mean(axis=-1, keepdims=True)                          # (..., 1)
         xc = x - mu                                                  # (..., D)
         var = (xc * xc).mean(axis=-1, keepdims=True)                 # (..., 1)
@@ -72,14 +72,10 @@ class LayerNorm(Layer):
             return xhat
         return xhat * self.params["weight"] + self.params["bias"]    # (..., D)
 
+    @checked(dy=Grad())
     def backward(self, dy):
         """dy: (..., D) -> dx: (..., D); adds into grads["weight"], grads["bias"]."""
-        check_backward_ready("LayerNorm.backward", self._cache)
         xhat, rstd = self._cache
-        dy = check_float(dy, "LayerNorm.backward", "dy", xhat.dtype, 1)
-        if dy.shape != xhat.shape:
-            raise ValueError("LayerNorm.backward: dy has shape %s, expected %s"
-                             % (dy.shape, xhat.shape))
         ### BEGIN SOLUTION
         D = self.normalized_shape
         if self.elementwise_affine:
@@ -114,29 +110,22 @@ class Dropout(Layer):
             raise ValueError("Dropout: p must be in [0, 1], got %r" % p)
         self.p = p
         self.rng = default_rng(rng)
-        self._mask = None
 
+    @checked(x=Float(dtype=None))
     def forward(self, x):
-        x = check_float(x, "Dropout.forward", "x", None, 0)
         if not self.training or self.p == 0.0:
-            self._mask = None                                       # identity
-            self._shape = x.shape
+            self._cache = _IDENTITY
             return x
         if self.p == 1.0:
             mask = np.zeros(x.shape, x.dtype)
         else:
             mask = ((self.rng.random(x.shape) >= self.p)
                     .astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p)))
-        self._mask, self._shape = mask, x.shape
+        self._cache = mask
         return x * mask                                             # y = x * mask
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        if not hasattr(self, "_shape"):
-            raise RuntimeError("Dropout.backward: call forward before backward")
-        dy = check_float(dy, "Dropout.backward", "dy", None, 0)
-        if dy.shape != self._shape:
-            raise ValueError("Dropout.backward: dy has shape %s, expected %s"
-                             % (dy.shape, self._shape))
-        if self._mask is None:
+        if self._cache is _IDENTITY:
             return dy
-        return dy * self._mask                                      # dx = dy * mask
+        return dy * self._cache                                     # dx = dy * mask

@@ -17,9 +17,15 @@ L2Normalize scales each vector to unit length (torch.nn.functional.normalize)::
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_float
+from tinylm.layers.checks import Float, Grad, checked
 
 __all__ = ["MeanPooling", "L2Normalize"]
+
+
+def _check_mask(layer, where, a):
+    if np.shape(a["mask"]) != a["h"].shape[:2]:
+        raise ValueError("%s: mask %s does not match h %s (expected (B, T))"
+                         % (where, np.shape(a["mask"]), a["h"].shape))
 
 
 class MeanPooling(Layer):
@@ -33,20 +39,16 @@ class MeanPooling(Layer):
     def __init__(self, eps=1e-9):
         super().__init__()
         self.eps = float(eps)
-        self._cache = None
 
+    @checked(h=Float(ndim=3, layout="B, T, H", dtype=None), also=_check_mask)
     def forward(self, h, mask):
-        h = check_float(h, "MeanPooling.forward", "h", None, 3)
         m = np.asarray(mask).astype(h.dtype)[:, :, None]                 # (B, T, 1)
-        if m.shape[:2] != h.shape[:2]:
-            raise ValueError("MeanPooling.forward: mask %s does not match h %s"
-                             % (np.shape(mask), h.shape))
         n = np.maximum(m.sum(axis=1), h.dtype.type(self.eps))            # (B, 1)
         self._cache = (m, n)
         return (h * m).sum(axis=1) / n                                    # (B, H)
 
+    @checked(dp=Grad())
     def backward(self, dp):
-        check_backward_ready("MeanPooling.backward", self._cache)
         m, n = self._cache
         # forward: p = sum_t m_t h_t / n  ->  dh_t = m_t dp / n
         return m * (dp / n)[:, None, :]                                   # (B, T, H)
@@ -61,10 +63,9 @@ class L2Normalize(Layer):
     def __init__(self, eps=1e-12):
         super().__init__()
         self.eps = eps
-        self._cache = None
 
+    @checked(x=Float(1, dtype=None))
     def forward(self, x):
-        x = check_float(x, "L2Normalize.forward", "x", None, 1)
         norm = np.sqrt((x * x).sum(axis=-1, keepdims=True))              # (..., 1)
         clamped = norm <= self.eps
         n = np.where(clamped, x.dtype.type(self.eps), norm)              # (..., 1)
@@ -72,8 +73,8 @@ class L2Normalize(Layer):
         self._cache = (y, n, clamped)
         return y
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("L2Normalize.backward", self._cache)
         y, n, clamped = self._cache
         # forward: y = x / ||x||  ->  dx = (dy - y (y . dy)) / ||x||
         dx = (dy - y * (y * dy).sum(axis=-1, keepdims=True)) / n

@@ -18,7 +18,7 @@ row pos is added at position pos (GPT-2).  Both layers add to their input::
 import numpy as np
 
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.layers.checks import Float, Grad, check_dtype, checked
 from tinylm.rng import default_rng
 
 __all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sinusoidal_table"]
@@ -35,14 +35,11 @@ def sinusoidal_table(max_len, d_model):
     return pe
 
 
-def _check(where, x, d_model, max_len, start, dtype):
-    x = check_float(x, where, "x", dtype, 2, d_model)
-    T = x.shape[-2]
-    start = int(start)
-    if start < 0 or start + T > max_len:
+def _check_positions(layer, where, a):
+    T, start = a["x"].shape[-2], int(a["start"])
+    if start < 0 or start + T > layer.max_len:
         raise ValueError("%s: positions %d..%d exceed max_len=%d"
-                         % (where, start, start + T - 1, max_len))
-    return x, T, start
+                         % (where, start, start + T - 1, layer.max_len))
 
 
 class SinusoidalPositionalEncoding(Layer):
@@ -56,16 +53,14 @@ class SinusoidalPositionalEncoding(Layer):
         super().__init__()
         self.max_len, self.d_model = int(max_len), int(d_model)
         self.table = sinusoidal_table(self.max_len, self.d_model)     # float64 (L, D)
-        self._shape = None
 
+    @checked(x=Float(2, last="d_model"), also=_check_positions)
     def forward(self, x, start=0):
-        x, T, start = _check("SinusoidalPositionalEncoding.forward", x, self.d_model,
-                             self.max_len, start, None)
-        self._shape = x.shape
+        start, T = int(start), x.shape[-2]
         return x + self.table[start:start + T].astype(x.dtype)
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("SinusoidalPositionalEncoding.backward", self._shape)
         # forward: y = x + PE  ->  dx = dy
         return dy
 
@@ -84,23 +79,16 @@ class LearnedPositionalEmbedding(Layer):
         dtype = check_dtype(dtype)
         self.max_len, self.d_model = int(max_len), int(d_model)
         self.add_param("weight", (init_std * rng.standard_normal((max_len, d_model))).astype(dtype))
-        self._cache = None
 
+    @checked(x=Float(2, last="d_model"), also=_check_positions)
     def forward(self, x, start=0):
-        W = self.params["weight"]
-        x, T, start = _check("LearnedPositionalEmbedding.forward", x, self.d_model,
-                             self.max_len, start, W.dtype)
-        self._cache = (start, T, x.shape)
-        return x + W[start:start + T]
+        start, T = int(start), x.shape[-2]
+        self._cache = (start, T)
+        return x + self.params["weight"][start:start + T]
 
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("LearnedPositionalEmbedding.backward", self._cache)
-        start, T, shape = self._cache
-        dy = check_float(dy, "LearnedPositionalEmbedding.backward", "dy",
-                            self.params["weight"].dtype, 2, self.d_model)
-        if dy.shape != shape:
-            raise ValueError("LearnedPositionalEmbedding.backward: dy has shape %s, expected %s"
-                             % (dy.shape, shape))
+        start, T = self._cache
         # forward: y = x + W[start:start+T]  ->  dW[start:start+T] += sum_batch dy,  dx = dy
         self.grads["weight"][start:start + T] += dy.reshape(-1, T, self.d_model).sum(axis=0)
         return dy

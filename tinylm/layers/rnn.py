@@ -42,7 +42,7 @@ import numpy as np
 from tinylm import kernels
 from tinylm.layers.activations import sigmoid
 from tinylm.layers.base import Layer
-from tinylm.layers.checks import check_backward_ready, check_dtype, check_float
+from tinylm.layers.checks import Float, check_dtype, check_float, checked
 from tinylm.rng import default_rng
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
@@ -54,6 +54,78 @@ def _affine(x, W, b):
     if b is not None:
         y += b
     return y
+
+
+def _cell_of(layer):
+    return layer.layers["cell"] if "cell" in layer.layers else layer
+
+
+class _State:
+    """Spec of an initial state: h (B, H), (h, c) for an LSTM, or None (zeros);
+    checked against the batch size of x and returned as the internal tuple."""
+
+    def check(self, layer, where, name, state, values):
+        cell = _cell_of(layer)
+        batch_size = values["x"].shape[0]
+        if state is None:
+            return cell.initial_state(batch_size)
+        if cell.n_states == 1:
+            state = (state,)
+        elif not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise TypeError("%s: the LSTM state must be a tuple (h, c)" % where)
+        dtype = cell.params["weight_ih"].dtype
+        out = []
+        for sname, s in zip(("h", "c"), state):
+            s = check_float(s, where, sname, dtype, 2, cell.hidden_size)
+            if s.shape != (batch_size, cell.hidden_size):
+                raise ValueError("%s: initial %s has shape %s, expected %s"
+                                 % (where, sname, s.shape, (batch_size, cell.hidden_size)))
+            out.append(s)
+        return tuple(out)
+
+
+def _check_dstate(cell, where, dstate, batch_size):
+    """A state's upstream gradient (public form, None = zeros) -> the internal tuple."""
+    if cell.n_states == 1:
+        dstate = (dstate,)
+    elif dstate is None:
+        dstate = (None, None)
+    out = []
+    for z, d in zip(cell.initial_state(batch_size), dstate):
+        if d is not None:
+            d = check_float(d, where, "dstate", z.dtype, 2)
+            if d.shape != z.shape:
+                raise ValueError("%s: state gradient has shape %s, expected %s"
+                                 % (where, d.shape, z.shape))
+        out.append(z if d is None else d)
+    return tuple(out)
+
+
+class _StateGrad:
+    """Spec of a cell's backward argument: dL/d(new state)."""
+
+    def check(self, cell, where, name, dstate, values):
+        return _check_dstate(cell, where, dstate, cell._cache[0].shape[0])
+
+
+class _SequenceGrad:
+    """Spec of a sequence layer's backward argument: dout (B, T, H) or
+    (dout, dstate_final), either None; returns (dout, internal dstate tuple)."""
+
+    def check(self, layer, where, name, dout, values):
+        _, B, T = layer._cache
+        dfinal = None
+        if isinstance(dout, (tuple, list)):
+            if len(dout) != 2:
+                raise ValueError("%s: expected dout or (dout, dstate_final)" % where)
+            dout, dfinal = dout
+        cell = _cell_of(layer)
+        if dout is not None:
+            dout = check_float(dout, where, "dout", cell.params["weight_ih"].dtype, 3)
+            if dout.shape != (B, T, cell.hidden_size):
+                raise ValueError("%s: dout has shape %s, expected %s"
+                                 % (where, dout.shape, (B, T, cell.hidden_size)))
+        return dout, _check_dstate(cell, where, dfinal, B)
 
 
 class _Cell(Layer):
@@ -83,7 +155,6 @@ class _Cell(Layer):
         if bias:
             self.add_param("bias_ih", rng.uniform(-k, k, (G * H,)).astype(dtype))
             self.add_param("bias_hh", rng.uniform(-k, k, (G * H,)).astype(dtype))
-        self._cache = None
 
     # -- helpers -----------------------------------------------------------
     def _b(self, name):
@@ -99,69 +170,25 @@ class _Cell(Layer):
             self.grads["bias_ih"] += dgi.sum(axis=0)                     # db_ih += sum dgi
             self.grads["bias_hh"] += dgh.sum(axis=0)                     # db_hh += sum dgh
 
-    def _check_x(self, where, x):
-        return check_float(x, where, "x", self.params["weight_ih"].dtype, 2, self.input_size)
-
     def initial_state(self, batch_size):
         """Zero state: a tuple of n_states arrays (B, H)."""
         z = np.zeros((batch_size, self.hidden_size), self.params["weight_ih"].dtype)
         return tuple(z.copy() for _ in range(self.n_states))
 
-    def _state(self, where, state, batch_size):
-        """Validate a user-given state; returns the internal tuple form."""
-        if state is None:
-            return self.initial_state(batch_size)
-        if self.n_states == 1:
-            state = (state,)
-        elif not (isinstance(state, (tuple, list)) and len(state) == 2):
-            raise TypeError("%s: the LSTM state must be a tuple (h, c)" % where)
-        dtype = self.params["weight_ih"].dtype
-        out = []
-        for name, s in zip(("h", "c"), state):
-            s = check_float(s, where, name, dtype, 2, self.hidden_size)
-            if s.shape != (batch_size, self.hidden_size):
-                raise ValueError("%s: initial %s has shape %s, expected %s"
-                                 % (where, name, s.shape, (batch_size, self.hidden_size)))
-            out.append(s)
-        return tuple(out)
-
-    def _dstate(self, where, dstate, batch_size):
-        """Upstream gradient of a state, None -> zeros, in tuple form."""
-        if self.n_states == 1:
-            dstate = (dstate,)
-        elif dstate is None:
-            dstate = (None, None)
-        zeros = self.initial_state(batch_size)
-        out = []
-        for z, d in zip(zeros, dstate):
-            if d is None:
-                out.append(z)
-            else:
-                d = check_float(d, where, "dstate", z.dtype, 2)
-                if d.shape != z.shape:
-                    raise ValueError("%s: state gradient has shape %s, expected %s"
-                                     % (where, d.shape, z.shape))
-                out.append(d)
-        return tuple(out)
-
     def _public(self, state):
         return state[0] if self.n_states == 1 else tuple(state)
 
     # -- one step as a layer --------------------------------------------------
+    @checked(x=Float(2, last="input_size"), state=_State())
     def forward(self, x, state=None):
         """x: (B, I), state: h (B, H) [or (h, c) for LSTM] -> new state, same form."""
-        where = "%s.forward" % type(self).__name__
-        x = self._check_x(where, x)
-        state = self._state(where, state, x.shape[0])
         new, self._cache = self.step(x, state)
         return self._public(new)
 
+    @checked(dstate=_StateGrad())
     def backward(self, dstate):
         """dstate: dh (B, H) [or (dh, dc)] -> (dx, dprev_state) in the same form."""
-        where = "%s.backward" % type(self).__name__
-        check_backward_ready(where, self._cache)
-        ds = self._dstate(where, dstate, self._cache[0].shape[0])
-        dx, dprev = self.step_backward(ds, self._cache)
+        dx, dprev = self.step_backward(dstate, self._cache)
         return dx, self._public(dprev)
 
 
@@ -319,27 +346,22 @@ class _Recurrent(Layer):
         super().__init__()
         self.add_layer("cell", cell)
         self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
-        self._caches = None
 
+    @checked(x=Float(ndim=3, layout="batch, time, features", last="input_size"), state=_State())
     def forward(self, x, state=None):
         """x: (B, T, I), state: initial state or None -> (out (B, T, H), final state)."""
         cell = self.layers["cell"]
-        where = "%s.forward" % type(self).__name__
-        x = check_float(x, where, "x", cell.params["weight_ih"].dtype, 3, self.input_size)
-        if x.ndim != 3:
-            raise ValueError("%s: x must be (batch, time, features), got shape %s"
-                             % (where, x.shape))
         B, T, _ = x.shape
-        state = cell._state(where, state, B)
         out = np.empty((B, T, self.hidden_size), x.dtype)
         caches = []
         for t in range(T):
             state, cache = cell.step(x[:, t], state)      # state_t = cell(x_t, state_{t-1})
             out[:, t] = state[0]                          # out_t = h_t
             caches.append(cache)
-        self._caches = (caches, B, T)
+        self._cache = (caches, B, T)
         return out, cell._public(state)
 
+    @checked(dout=_SequenceGrad())
     def backward(self, dout):
         """dout: dL/dout (B, T, H), or a tuple (dout, dstate_final) (either may be None).
 
@@ -347,21 +369,9 @@ class _Recurrent(Layer):
         in the same form as the state.
         """
         cell = self.layers["cell"]
-        where = "%s.backward" % type(self).__name__
-        check_backward_ready(where, self._caches)
-        caches, B, T = self._caches
-        dfinal = None
-        if isinstance(dout, (tuple, list)):
-            if len(dout) != 2:
-                raise ValueError("%s: expected dout or (dout, dstate_final)" % where)
-            dout, dfinal = dout
+        caches, B, T = self._cache
+        dout, dstate = dout             # dL/dout (B, T, H) or None; dL/d(final state), a tuple
         dtype = cell.params["weight_ih"].dtype
-        if dout is not None:
-            dout = check_float(dout, where, "dout", dtype, 3)
-            if dout.shape != (B, T, self.hidden_size):
-                raise ValueError("%s: dout has shape %s, expected %s"
-                                 % (where, dout.shape, (B, T, self.hidden_size)))
-        dstate = cell._dstate(where, dfinal, B)
         dx = np.empty((B, T, self.input_size), dtype)
         ### BEGIN SOLUTION
         for t in reversed(range(T)):

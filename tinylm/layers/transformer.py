@@ -28,7 +28,7 @@ from tinylm.layers.attention import MultiHeadAttention
 from tinylm.layers.base import Layer
 from tinylm.layers.core import Linear
 from tinylm.layers.norm import Dropout, LayerNorm
-from tinylm.layers.checks import check_backward_ready
+from tinylm.layers.checks import Float, Grad, checked
 from tinylm.rng import child_rng, default_rng
 
 __all__ = ["FeedForward", "TransformerBlock"]
@@ -68,6 +68,15 @@ class FeedForward(Layer):
         return self.layers["fc1"].backward(da)      # forward: a = fc1(x)
 
 
+def _check_memory(block, where, a):
+    if block.has_cross and a["memory"] is None:
+        raise ValueError("%s: this block has cross-attention; pass memory (B, S, d_model)"
+                         % where)
+    if not block.has_cross and a["memory"] is not None:
+        raise ValueError("%s: memory given but the block was built without "
+                         "cross_attention=True" % where)
+
+
 class TransformerBlock(Layer):
     """One Transformer layer, pre-LN (norm_first=True) or post-LN (False).
 
@@ -89,6 +98,7 @@ class TransformerBlock(Layer):
         super().__init__()
         rng = default_rng(rng)
         d_ff = 4 * d_model if d_ff is None else int(d_ff)
+        self.d_model = int(d_model)
         self.norm_first, self.has_cross = bool(norm_first), bool(cross_attention)
         self.add_layer("self_attn", MultiHeadAttention(d_model, num_heads, causal=causal,
                                                        rng=rng, dtype=dtype))
@@ -102,19 +112,19 @@ class TransformerBlock(Layer):
         self.add_layer("ff", FeedForward(d_model, d_ff, activation, rng=rng, dtype=dtype))
         self.add_layer("ln2", LayerNorm(d_model, layer_norm_eps, dtype=dtype))
         self.add_layer("drop2", Dropout(dropout, rng=child_rng(rng)))
-        self._cache = None
 
+    @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
+             also=_check_memory)
     def forward(self, x, memory=None, key_padding_mask=None, memory_key_padding_mask=None):
-        self._check_memory("TransformerBlock.forward", memory)
         attend = lambda h: self.layers["self_attn"].forward(h, key_padding_mask=key_padding_mask)
-        y = self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=True)
-        self._cache = True
-        return y
+        return self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=True)
 
     def empty_cache(self, batch_size, dtype=None):
         """An empty KV cache for :meth:`forward_step` (see MultiHeadAttention.empty_cache)."""
         return self.layers["self_attn"].empty_cache(batch_size, dtype)
 
+    @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
+             also=_check_memory)
     def forward_step(self, x, cache, memory=None, memory_key_padding_mask=None):
         """The block on new positions x (B, t, D) after the cached ones (generation).
 
@@ -123,11 +133,8 @@ class TransformerBlock(Layer):
         nothing kept for backward.  Returns y (B, t, D), equal to the last t
         positions of :meth:`forward` on all t0 + t positions.
         """
-        self._check_memory("TransformerBlock.forward_step", memory)
         attend = lambda h: self.layers["self_attn"].forward_step(h, cache)
-        y = self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=False)
-        self._cache = None
-        return y
+        return self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=False)
 
     def _sublayers(self, x, attend, memory, memory_key_padding_mask, dropout):
         """The block's equations (module docstring); attend(h) is the self-attention."""
@@ -145,16 +152,8 @@ class TransformerBlock(Layer):
             x = L["ln_cross"].forward(x + drop("drop_cross", cross(x)))
         return L["ln2"].forward(x + drop("drop2", L["ff"].forward(x)))
 
-    def _check_memory(self, where, memory):
-        if self.has_cross and memory is None:
-            raise ValueError("%s: this block has cross-attention; pass memory (B, S, d_model)"
-                             % where)
-        if not self.has_cross and memory is not None:
-            raise ValueError("%s: memory given but the block was built without "
-                             "cross_attention=True" % where)
-
+    @checked(dy=Grad())
     def backward(self, dy):
-        check_backward_ready("TransformerBlock.backward", self._cache)
         L = self.layers
         dmem = None
         if self.norm_first:
