@@ -9,7 +9,9 @@ For every kernel this module holds two things:
   validates its arguments - dtype, shapes, contiguity, sizes - and then calls
   either the C kernel or the reference, depending on the backend.
 
-Nothing else in tinylm calls C directly.
+Nothing else in tinylm calls C directly.  Two helpers of the attention
+reference are public because the layers use them too: :func:`causal_mask`
+and :func:`masked_softmax` (the one masked softmax in tinylm).
 
 Backend: ``TINYLM_BACKEND=c|numpy`` in the environment, or
 :func:`set_backend` / the :func:`backend` context manager.  The default is

@@ -26,12 +26,18 @@ Two paths compute the same thing: with no padding mask (and no request for
 the weights) :class:`ScaledDotProductAttention` calls the fused kernel
 ``tinylm.kernels.attention`` / ``attention_backward`` (C or NumPy backend),
 which never stores P; otherwise it runs the NumPy code above and keeps P.
+Both use the kernels' masking helpers (``causal_mask``, ``masked_softmax``),
+so the mask means the same thing on either path.
 
 Multi-head attention splits d_model into H heads of size d_model / H::
 
     Q = x W_q^T + b_q,  K = m W_k^T + b_k,  V = m W_v^T + b_v     (m = x for self-attention)
     head_h = attention(Q_h, K_h, V_h)
     y = concat_h(head_h) W_o^T + b_o
+
+For generation, :meth:`MultiHeadAttention.forward_step` computes Q, K, V for
+the new positions only and appends K, V to a cache of the earlier ones (a KV
+cache); the causal mask's offset Tk - Tq lets the new queries see them all.
 
 Additive (Bahdanau) attention of one query vector s over encoder states h_t::
 

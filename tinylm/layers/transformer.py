@@ -19,6 +19,10 @@ post-LN (``norm_first=False``, the original Transformer and BERT)::
 Backward of a residual x_out = x + f(x): the gradient reaches x twice,
 dx = dx_out + f'(x)^T dx_out -- the "+ dx_out" path is why deep residual
 stacks train: the gradient flows through the sum unchanged.
+
+Generation runs the same equations on the new positions only
+(:meth:`TransformerBlock.forward_step`): the self-attention keeps the keys and
+values of the earlier positions in a KV cache instead of recomputing them.
 """
 
 import numpy as np
@@ -137,7 +141,11 @@ class TransformerBlock(Layer):
         return self._sublayers(x, attend, memory, memory_key_padding_mask, dropout=False)
 
     def _sublayers(self, x, attend, memory, memory_key_padding_mask, dropout):
-        """The block's equations (module docstring); attend(h) is the self-attention."""
+        """x -> y by the block's equations (module docstring), pre-LN or post-LN.
+
+        attend(h): the self-attention (over all positions, or one KV-cache step);
+        dropout=False skips the dropout layers (inference).
+        """
         L = self.layers
         drop = (lambda name, h: L[name].forward(h)) if dropout else (lambda name, h: h)
         cross = lambda h: L["cross_attn"].forward(h, memory,
