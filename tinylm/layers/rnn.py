@@ -56,6 +56,8 @@ def _affine(x, W, b):
     return y
 
 
+# -- input checks of the states and their gradients (specs for @checked) -------
+
 def _cell_of(layer):
     return layer.layers["cell"] if "cell" in layer.layers else layer
 
