@@ -19,7 +19,7 @@ from tinylm.gradcheck import check_layer
 from tinylm.layers import (Dropout, Embedding, Linear, SinusoidalPositionalEncoding,
                            TransformerBlock)
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
-from tinylm.models._common import LanguageModel
+from tinylm.models import LanguageModel
 from tinylm.train import TrainConfig, Trainer, prepare_data
 
 L = Lesson(__doc__)

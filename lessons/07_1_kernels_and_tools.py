@@ -121,7 +121,7 @@ if kernels.c_available():
     max_threads = max(1, os.cpu_count() or 1)
     counts = list(range(1, min(max_threads, 8) + 1))
     results, speeds = [], []
-    old = kernels._NUM_THREADS
+    old = kernels.get_num_threads()
     try:
         with kernels.backend("c"):
             for t in counts:
@@ -130,7 +130,7 @@ if kernels.c_available():
                 results.append(kernels.matmul(A, B))
                 print("%d thread(s): %.1f GFLOP/s" % (t, speeds[-1]))
     finally:
-        kernels._NUM_THREADS = old
+        tinylm.set_num_threads(old)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(counts, speeds, "o-", label="tinylm C matmul, n=%d" % n)
     ax.plot(counts, [speeds[0] * c for c in counts], "k:", label="perfect scaling")

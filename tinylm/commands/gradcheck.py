@@ -25,7 +25,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    from tinylm.layers.examples import EXAMPLES, check_example, make_example
+    from tinylm.gradcheck import check_example
+    from tinylm.layers.examples import EXAMPLES, make_example
 
     if args.list:
         width = max(map(len, EXAMPLES))

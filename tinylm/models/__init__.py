@@ -30,6 +30,8 @@ import dataclasses
 import importlib
 from collections.abc import Mapping
 
+from tinylm.models._common import LanguageModel   # the base class a new model subclasses
+
 # name -> "module:ConfigClass:ModelClass"
 _REGISTRY = {
     "gpt": "tinylm.models.gpt:GPTConfig:GPT",
@@ -98,4 +100,4 @@ def build_model(name, config_dict=None, **overrides):
     return model_cls(config_cls(**d))
 
 
-__all__ = ["MODELS", "build_model", "get_model_classes", "model_names"]
+__all__ = ["MODELS", "build_model", "get_model_classes", "model_names", "LanguageModel"]

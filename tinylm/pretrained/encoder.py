@@ -64,8 +64,8 @@ import os
 import numpy as np
 
 from tinylm.pretrained import safetensors
-from tinylm.layers import Dropout, Embedding, Layer, LayerNorm, TransformerBlock
-from tinylm.layers._util import as_float_input, check_backward_ready
+from tinylm.layers import (Dropout, Embedding, L2Normalize, Layer, LayerNorm, MeanPooling,
+                           TransformerBlock)
 from tinylm.pretrained.wordpiece import WordPieceTokenizer
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertModel", "MeanPooling",
@@ -308,68 +308,6 @@ def load_bert_weights(model, path):
     except ValueError as exc:
         raise ValueError("%s: %s (does config.json match the weights?)" % (path, exc)) from None
     return model
-
-
-# --------------------------------------------------------------------------
-# Pooling
-# --------------------------------------------------------------------------
-
-class MeanPooling(Layer):
-    """Mean of the hidden vectors of the real (unmasked) tokens.
-
-    forward(h (B, T, H), mask (B, T) 0/1) -> (B, H)::
-
-        n = max(sum_t mask_t, 1e-9)          (B, 1)   (sentence-transformers' clamp)
-        p = sum_t mask_t h_t / n             (B, H)
-
-    backward(dp (B, H)) -> dh (B, T, H) = mask_t dp / n.
-    """
-
-    def forward(self, h, mask):
-        h = as_float_input("MeanPooling.forward", "h", h, None, 3)
-        m = np.asarray(mask).astype(h.dtype)[:, :, None]                 # (B, T, 1)
-        if m.shape[:2] != h.shape[:2]:
-            raise ValueError("MeanPooling: mask %s does not match h %s"
-                             % (np.shape(mask), h.shape))
-        n = np.maximum(m.sum(axis=1), h.dtype.type(1e-9))                 # (B, 1)
-        self._cache = (m, n)
-        return (h * m).sum(axis=1) / n                                    # (B, H)
-
-    def backward(self, dp):
-        check_backward_ready("MeanPooling.backward", getattr(self, "_cache", None))
-        m, n = self._cache
-        # forward: p = sum_t m_t h_t / n  ->  dh_t = m_t dp / n
-        return m * (dp / n)[:, None, :]                                   # (B, T, H)
-
-
-class L2Normalize(Layer):
-    """y = x / max(||x||, eps) along the last axis (torch.nn.functional.normalize).
-
-    forward(x (B, H)) -> y (B, H);  backward(dy) -> dx:
-        dx = (dy - y (y . dy)) / ||x||     where ||x|| > eps
-        dx = dy / eps                      where the norm was clamped
-    """
-
-    def __init__(self, eps=1e-12):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x):
-        x = as_float_input("L2Normalize.forward", "x", x, None, 1)
-        norm = np.sqrt((x * x).sum(axis=-1, keepdims=True))              # (B, 1)
-        clamped = norm <= self.eps
-        n = np.where(clamped, x.dtype.type(self.eps), norm)              # (B, 1)
-        y = x / n
-        self._cache = (y, n, clamped)
-        return y
-
-    def backward(self, dy):
-        check_backward_ready("L2Normalize.backward", getattr(self, "_cache", None))
-        y, n, clamped = self._cache
-        # forward: y = x / ||x||  ->  dx = (dy - y (y . dy)) / ||x||
-        dx = (dy - y * (y * dy).sum(axis=-1, keepdims=True)) / n
-        # forward: y = x / eps (constant denominator)  ->  dx = dy / eps
-        return np.where(clamped, dy / n, dx)
 
 
 class SentenceEncoder(Layer):
