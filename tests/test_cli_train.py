@@ -93,3 +93,34 @@ def test_help_texts(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: tinylm %s" % cmd in capsys.readouterr().out
+
+
+def test_every_train_setting_is_a_flag_and_model_config_is_generic(tmp_path, capsys):
+    import dataclasses
+    from tinylm.checkpoint import load_checkpoint
+    from tinylm.training import TrainConfig
+    out = str(tmp_path / "flags")
+    rc = main(["train"] + TINY + ["--steps", "4", "--out", out, "--sample-length", "0",
+                                  "--warmup", "2", "--min-lr", "1e-4", "--no-plot",
+                                  "--config", "n_layer=2", "--config", "tie_weights=true"])
+    capsys.readouterr()
+    assert rc == 0
+    meta = load_checkpoint(os.path.join(out, "checkpoint.npz"))[1]
+    assert meta["train_config"]["warmup"] == 2 and meta["train_config"]["min_lr"] == 1e-4
+    assert meta["train_config"]["plot"] is False and not os.path.exists(os.path.join(out, "loss.png"))
+    assert meta["model_config"]["n_layer"] == 2 and meta["model_config"]["tie_weights"] is True
+    from tinylm.cli import build_parser
+    from tinylm.commands import train as train_cmd
+    _, sub = build_parser()
+    train_cmd.add_arguments(sub.choices["train"])
+    usage = sub.choices["train"].format_help()
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in usage, f.name
+
+
+def test_bad_settings_are_clear(tmp_path, capsys):
+    assert main(["train"] + TINY + ["--out", str(tmp_path / "a"), "--config", "n_layers=2"]) == 2
+    assert "n_layers=2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--batch-size", "0"])
+    assert "batch_size must be in" in capsys.readouterr().err

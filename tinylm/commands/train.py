@@ -8,6 +8,7 @@ and prints a sample.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -17,12 +18,14 @@ EPILOG = """examples:
   tinylm train --time 60                        # stop after a minute (schedule fitted to it)
   tinylm train --data notes/ --glob '*.md' --tokenizer bpe
   tinylm train --out runs/quick --resume --steps 400   # continue a run
+  tinylm train --config n_layer=6 --config d_model=192 --lr 1e-3 --warmup 200
   tinylm generate runs/gpt/best.npz --prompt 'The ' --max-length 200
 """
 
 
+# Flags that are not TrainConfig fields: what to train on, where to write, what to print.
 def add_arguments(parser):
-    from tinylm.training import PRESETS
+    from tinylm.training import PRESETS, TrainConfig
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("--model", default=None,
@@ -40,55 +43,92 @@ def add_arguments(parser):
                         help="use only about this many characters of the corpus (quick runs)")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="vocabulary size for word/bpe tokenizers")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps (replaces the preset's time cap)")
-    parser.add_argument("--time", type=float, default=None, metavar="SECONDS",
-                        help="time budget in seconds; the LR schedule is fitted to it")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--dropout", type=float, default=None,
-                        help="dropout probability in the model")
-    parser.add_argument("--patience", type=int, default=None,
-                        help="early stopping: evaluations without improvement")
-    parser.add_argument("--eval-interval", type=int, default=None,
-                        help="steps between validation evaluations and checkpoints")
+                        help="dropout probability in the model (same as --config dropout=P)")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a field of the model's config, e.g. --config n_layer=6 "
+                             "(repeatable)")
     parser.add_argument("--out", default=None,
                         help="folder for checkpoint.npz, best.npz, loss.png "
                              "(default: runs/<model>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out (same losses as an "
                              "uninterrupted run)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--backend", choices=["c", "numpy"], default=None,
                         help="kernel backend (default: c when built)")
     parser.add_argument("--sample-length", type=int, default=200,
                         help="length of the sample printed at the end (0: none)")
+    settings = parser.add_argument_group(
+        "training settings (TrainConfig; default: the preset's, else the value shown)")
+    for f in dataclasses.fields(TrainConfig):
+        settings.add_argument(*FLAG_ALIASES.get(f.name, ()), "--" + f.name.replace("_", "-"),
+                              dest=f.name, default=None, **_flag(f))
+
+
+FLAG_ALIASES = {"time_budget": ("--time",)}   # older spellings that still work
+
+
+def _flag(field):
+    """argparse keywords for a TrainConfig field: type with range check, help, default."""
+    meta = field.metadata
+    shown = meta["help"] if field.default is None else \
+        "%s (default %s)" % (meta["help"], field.default)
+    if field.type is bool:
+        return dict(action=argparse.BooleanOptionalAction, help=shown)
+    if meta["choices"]:
+        return dict(choices=meta["choices"], help=shown)
+
+    def parse(text):
+        value = field.type(text)
+        if (meta["low"] is not None and value < meta["low"]) or \
+                (meta["high"] is not None and value > meta["high"]):
+            raise argparse.ArgumentTypeError("%s must be in [%s, %s], got %s"
+                                             % (field.name, meta["low"], meta["high"], text))
+        return value
+    parse.__name__ = field.type.__name__       # argparse names the type in its errors
+    return dict(type=parse, help=shown, metavar=field.type.__name__.upper())
+
+
+def _model_config(args):
+    """--dropout and --config KEY=VALUE as a dict, each value typed by the model's config."""
+    from tinylm.models import get_model_classes
+    from tinylm.training import resolve
+    name = resolve(args.model, args.preset)[0]
+    fields = {f.name: f for f in dataclasses.fields(get_model_classes(name)[0])}
+    out = {} if args.dropout is None else {"dropout": args.dropout}
+    for item in args.config:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError("--config %s: expected KEY=VALUE with KEY one of: %s"
+                             % (item, ", ".join(sorted(fields))))
+        kind = fields[key].type
+        if kind is bool:
+            out[key] = text.lower() in ("1", "true", "yes")
+        else:
+            try:
+                out[key] = kind(text) if isinstance(kind, type) else text
+            except ValueError:
+                raise ValueError("--config %s: %s must be a %s" % (item, key, kind.__name__)) \
+                    from None
+    return out
 
 
 def run(args):
     from tinylm import kernels
     from tinylm.generate import default_prompt, generate
-    from tinylm.training import train, BEST_NAME, PLOT_NAME, CHECKPOINT_NAME, load_trained
+    from tinylm.training import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig,
+                                 load_trained, train)
 
     if args.backend:
         kernels.set_backend(args.backend)
-    settings = {}
-    for key, attr in (("batch_size", "batch_size"), ("lr", "lr"), ("patience", "patience"),
-                      ("eval_interval", "eval_interval")):
-        v = getattr(args, attr)
-        if v is not None:
-            settings[key] = v
-    model_config = {}
-    if args.dropout is not None:
-        model_config["dropout"] = args.dropout
-    tokenizer = args.tokenizer
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                if getattr(args, f.name) is not None}
     try:
         trainer, result = train(
             model=args.model, preset=args.preset, data=args.data, glob=args.glob,
-            tokenizer=tokenizer, vocab_size=args.vocab_size, max_chars=args.max_chars,
-            out=args.out,
-            resume=args.resume, seed=args.seed, steps=args.steps, time_budget=args.time,
-            model_config=model_config, log=lambda s: print(s, flush=True), **settings)
+            tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_chars=args.max_chars,
+            out=args.out, resume=args.resume, model_config=_model_config(args),
+            log=lambda s: print(s, flush=True), **settings)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print("tinylm train: error: %s" % exc, file=sys.stderr)
         return 2

@@ -8,42 +8,57 @@ import dataclasses
 
 from tinylm.models import get_model_classes
 
-__all__ = ["TrainConfig", "PRESETS", "DEFAULT_PRESET", "resolve"]
+__all__ = ["TrainConfig", "setting", "PRESETS", "DEFAULT_PRESET", "resolve"]
+
+
+def setting(default, help, low=None, high=None, choices=None):
+    """A TrainConfig field with its help text and allowed values.
+
+    low/high: inclusive bounds for numbers; choices: the allowed strings.
+    ``tinylm train`` builds one command-line flag per field from these
+    (``--batch-size`` for batch_size), so a new setting is one line here.
+    """
+    return dataclasses.field(default=default, metadata=dict(help=help, low=low, high=high,
+                                                            choices=choices))
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything about a run that is not the model.
+    """Everything about a run that is not the model (one field per setting, with its help).
 
-    steps: the number of optimizer steps (the LR schedule's horizon).
-    time_budget: seconds; if set, the run also stops by then, and after the
-        warm-up the cosine decay follows whichever budget is closer to being
-        used up, max(step / steps, elapsed / time_budget), so the learning
-        rate reaches min_lr when the time runs out even if the machine's
-        speed changes during the run.  (Time-budgeted runs are therefore not
-        bit-reproducible; step-budgeted runs are.)
-    patience: stop after this many evaluations without a better validation
-        loss (early stopping); None = never.
+    time_budget: after the warm-up the cosine decay follows whichever budget
+    is closer to being used up, max(step / steps, elapsed / time_budget), so
+    the learning rate reaches min_lr when the time runs out even if the
+    machine's speed changes.  (Time-budgeted runs are therefore not
+    bit-reproducible; step-budgeted runs are.)
     """
-    steps: int = 1000
-    time_budget: float = None
-    batch_size: int = 16
-    block_size: int = None          # None: the model's config.block_size (or 128)
-    optimizer: str = "adamw"        # "adamw" (decoupled decay), "adam" (L2), "sgd"
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup: int = 100
-    weight_decay: float = None      # None: 0.01 for adamw (decoupled), 0 for adam/sgd (L2)
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_batches: int = 16
-    patience: int = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    log_seconds: float = 10.0       # at most one progress line per this many seconds
-    plot: bool = True
+    steps: int = setting(1000, "optimizer steps (the LR schedule's horizon)", low=1)
+    time_budget: float = setting(None, "stop after this many seconds; the LR schedule is "
+                                       "fitted to it", low=0)
+    batch_size: int = setting(16, "sequences per batch", low=1)
+    block_size: int = setting(None, "tokens per sequence (default: the model's block_size, "
+                                    "or 128)", low=1)
+    optimizer: str = setting("adamw", "adamw (decoupled decay), adam (L2) or sgd",
+                             choices=("adamw", "adam", "sgd"))
+    lr: float = setting(2e-3, "peak learning rate", low=0)
+    min_lr: float = setting(2e-4, "learning rate at the end of the cosine decay", low=0)
+    warmup: int = setting(100, "steps of linear learning-rate warm-up", low=0)
+    weight_decay: float = setting(None, "default 0.01 for adamw (decoupled), 0 for adam/sgd "
+                                        "(L2)", low=0)
+    beta1: float = setting(0.9, "Adam's beta1 (SGD's momentum)", low=0, high=1)
+    beta2: float = setting(0.99, "Adam's beta2", low=0, high=1)
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", low=0)
+    eval_interval: int = setting(250, "steps between validation evaluations and checkpoints",
+                                 low=1)
+    eval_batches: int = setting(16, "validation batches per evaluation", low=1)
+    patience: int = setting(None, "early stopping: evaluations without a better validation "
+                                  "loss (default: never)", low=1)
+    val_fraction: float = setting(0.1, "share of the corpus held out for validation",
+                                  low=0, high=1)
+    seed: int = setting(0, "random seed (batches, and the model's weights and dropout)")
+    log_seconds: float = setting(10.0, "at most one progress line per this many seconds",
+                                 low=0)
+    plot: bool = setting(True, "write loss.png")
 
 
 # A preset: the model and its config plus training settings, by name.

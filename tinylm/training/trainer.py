@@ -251,91 +251,95 @@ class Trainer:
         Returns a :class:`TrainResult`.
         """
         c = self.config
-        model = self.model
-        model.train()
-        tokens_per_step = c.batch_size * c.block_size
+        self.model.train()
         self._t0 = time.perf_counter()
-        first_step = self.step
-        last_log = self._t0
-        log_loss, log_n, log_t, log_step = 0.0, 0, self._t0, self.step
-        stopped = "done"
+        progress = _Progress(self, self._t0)
         val = self.history["val_loss"][-1] if self.history["val_loss"] else None
-        loss = float("nan")
-        saved = None
         try:
             while True:
-                total = c.steps
-                if self.step >= total:
-                    break
-                if until is not None and self.step >= until:
-                    stopped = "interrupted"
-                    break
-                elapsed = self._run_elapsed()
-                if c.time_budget is not None and \
-                        self._elapsed_before + elapsed >= c.time_budget:
-                    stopped = "time"
+                stopped = self._stop_reason(until)
+                if stopped:
                     break
                 step = self.step + 1
-                lr = self.lr_at(step - 1)          # the schedule counts from 0
-                self.optimizer.lr = lr
+                lr = self.optimizer.lr = self.lr_at(step - 1)     # the schedule counts from 0
                 x, y = self.sampler.next_batch()
-                loss, gnorm = train_step(model, self.optimizer, x, y, c.grad_clip)
-                if not math.isfinite(loss):
+                loss, grad_norm = train_step(self.model, self.optimizer, x, y, c.grad_clip)
+                if not self._finite(step, loss, grad_norm, lr):
                     stopped = "non-finite"
-                    self.log("step %d: the loss is %s; stopping. The last good checkpoint "
-                             "(step %s) is kept. Try a smaller learning rate (now %.2e)."
-                             % (step, loss, self._last_saved_step(), lr))
-                    break
-                if gnorm is not None and not math.isfinite(gnorm):
-                    stopped = "non-finite"
-                    self.log("step %d: the gradient norm is %s; stopping. The last "
-                             "good checkpoint (step %s) is kept."
-                             % (step, gnorm, self._last_saved_step()))
                     break
                 self.step = step
-                self.history["step"].append(step)
-                self.history["train_loss"].append(loss)
-                self.history["lr"].append(lr)
-                log_loss += loss
-                log_n += 1
-
-                is_eval = step % c.eval_interval == 0 or step == total
+                self._record(step, loss, lr)
+                is_eval = step % c.eval_interval == 0 or step == c.steps
                 now = time.perf_counter()
                 if is_eval:
-                    val = self.evaluate()
-                    self.history["val_step"].append(step)
-                    self.history["val_loss"].append(val)
-                    improved = val < self.best_val
-                    if improved:
-                        self.best_val, self.bad_evals = val, 0
-                    else:
-                        self.bad_evals += 1
-                    saved = self.save()
-                    if improved:
-                        self.save(BEST_NAME)
-                    self.plot()
-                if is_eval or step == 1 or now - last_log >= c.log_seconds:
-                    dt = now - log_t
-                    tps = (step - log_step) * tokens_per_step / dt if dt > 0 else 0.0
-                    elapsed = self._elapsed_before + self._run_elapsed()
-                    eta = self._run_elapsed() / max(step - first_step, 1) * (total - step)
-                    if c.time_budget is not None:
-                        eta = min(eta, max(0.0, c.time_budget - elapsed))
-                    self._line(step, log_loss / max(log_n, 1), val if is_eval else None,
-                               tps, elapsed, eta)
-                    last_log = log_t = time.perf_counter()
-                    log_loss, log_n, log_step = 0.0, 0, step
-                if is_eval and c.patience is not None and self.bad_evals >= c.patience:
+                    val = self._evaluate_and_checkpoint()
+                progress.add(step, loss, val if is_eval else None, now, is_eval or step == 1)
+                if is_eval and self._patience_ran_out():
                     stopped = "early-stop"
-                    self.log("early stopping: validation loss has not improved for %d "
-                             "evaluations (best %.4f)" % (self.bad_evals, self.best_val))
                     break
         except KeyboardInterrupt:
             self.log("interrupted at step %d; the last checkpoint (step %s) is kept; "
                      "continue with --resume" % (self.step, self._last_saved_step()))
             stopped = "interrupted"
+        return self._finish(stopped, val)
 
-        # a run that stopped between evaluations: evaluate and save once more
+    # -- the loop's pieces ---------------------------------------------------
+    def _stop_reason(self, until):
+        """Why to stop before the next step ("done", "interrupted", "time"), or None."""
+        c = self.config
+        if self.step >= c.steps:
+            return "done"
+        if until is not None and self.step >= until:
+            return "interrupted"
+        if c.time_budget is not None and self._elapsed_total() >= c.time_budget:
+            return "time"
+        return None
+
+    def _finite(self, step, loss, grad_norm, lr):
+        """False (and a message) if train_step saw a non-finite loss or gradient norm."""
+        if not math.isfinite(loss):
+            self.log("step %d: the loss is %s; stopping. The last good checkpoint "
+                     "(step %s) is kept. Try a smaller learning rate (now %.2e)."
+                     % (step, loss, self._last_saved_step(), lr))
+            return False
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            self.log("step %d: the gradient norm is %s; stopping. The last "
+                     "good checkpoint (step %s) is kept."
+                     % (step, grad_norm, self._last_saved_step()))
+            return False
+        return True
+
+    def _record(self, step, loss, lr):
+        self.history["step"].append(step)
+        self.history["train_loss"].append(loss)
+        self.history["lr"].append(lr)
+
+    def _evaluate_and_checkpoint(self):
+        """Validation loss now; save checkpoint.npz (and best.npz if it improved), plot."""
+        val = self.evaluate()
+        self.history["val_step"].append(self.step)
+        self.history["val_loss"].append(val)
+        improved = val < self.best_val
+        if improved:
+            self.best_val, self.bad_evals = val, 0
+        else:
+            self.bad_evals += 1
+        self.save()
+        if improved:
+            self.save(BEST_NAME)
+        self.plot()
+        return val
+
+    def _patience_ran_out(self):
+        c = self.config
+        if c.patience is None or self.bad_evals < c.patience:
+            return False
+        self.log("early stopping: validation loss has not improved for %d "
+                 "evaluations (best %.4f)" % (self.bad_evals, self.best_val))
+        return True
+
+    def _finish(self, stopped, val):
+        """A run that stopped between evaluations is evaluated and saved once more."""
         if stopped in ("time", "done") and (not self.history["val_step"] or
                                             self.history["val_step"][-1] != self.step):
             val = self.evaluate()
@@ -344,19 +348,46 @@ class Trainer:
             if val < self.best_val:
                 self.best_val = val
                 self.save(BEST_NAME)
-            saved = self.save()
+            self.save()
             self.plot()
             self.log("step %d | val %.4f (ppl %.2f) | %s elapsed"
                      % (self.step, val, math.exp(min(val, 50)),
-                        _fmt_time(self._elapsed_before + self._run_elapsed())))
-        path = self._path(CHECKPOINT_NAME) if self.out_dir else None
+                        _fmt_time(self._elapsed_total())))
         tl = self.history["train_loss"]
         return TrainResult(step=self.step, train_loss=tl[-1] if tl else float("nan"),
                            val_loss=val if val is not None else float("nan"),
                            best_val_loss=self.best_val, stopped=stopped,
-                           elapsed=self._elapsed_before + self._run_elapsed(),
-                           checkpoint=path, history=self.history)
+                           elapsed=self._elapsed_total(),
+                           checkpoint=self._path(CHECKPOINT_NAME) if self.out_dir else None,
+                           history=self.history)
 
     def _last_saved_step(self):
         vs = self.history["val_step"]
         return vs[-1] if (vs and self.out_dir) else "none"
+
+
+class _Progress:
+    """Progress lines: mean train loss, tokens/s, elapsed and ETA since the last line."""
+
+    def __init__(self, trainer, t0):
+        self.trainer = trainer
+        self.first_step = self.step_mark = trainer.step
+        self.last_log = self.t_mark = t0
+        self.loss_sum, self.n = 0.0, 0
+
+    def add(self, step, loss, val, now, force):
+        """Count this step's loss; print a line if forced or log_seconds have passed."""
+        t, c = self.trainer, self.trainer.config
+        self.loss_sum += loss
+        self.n += 1
+        if not (force or now - self.last_log >= c.log_seconds):
+            return
+        dt = now - self.t_mark
+        tps = (step - self.step_mark) * c.batch_size * c.block_size / dt if dt > 0 else 0.0
+        elapsed = t._elapsed_total()
+        eta = t._run_elapsed() / max(step - self.first_step, 1) * (c.steps - step)
+        if c.time_budget is not None:
+            eta = min(eta, max(0.0, c.time_budget - elapsed))
+        t._line(step, self.loss_sum / max(self.n, 1), val, tps, elapsed, eta)
+        self.last_log = self.t_mark = time.perf_counter()
+        self.loss_sum, self.n, self.step_mark = 0.0, 0, step
