@@ -229,8 +229,6 @@ class MultiHeadAttention(Layer):
         B, H, T, dh = t.shape
         return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, H * dh)
 
-    _split, _merge = split_heads, merge_heads      # old names, until models/gpt.py moves
-
     @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
              memory=Float(ndim=3, layout="batch, time, d_model", last="d_model", optional=True),
              also=_check_memory)

@@ -30,7 +30,7 @@ import inspect
 import numpy as np
 
 __all__ = ["checked", "Float", "Ids", "Grad", "Scalar", "TokenIdError", "check_ids", "check_float",
-           "check_dtype", "check_backward_ready"]
+           "check_dtype"]
 
 
 class TokenIdError(ValueError, IndexError):
@@ -96,12 +96,6 @@ def check_dtype(dtype):
     if dtype not in (np.float32, np.float64):
         raise TypeError("dtype must be float32 or float64, got %s" % dtype)
     return dtype
-
-
-def check_backward_ready(where, cache):
-    """Raise if ``cache`` (what forward keeps for backward) is missing."""
-    if cache is None:
-        raise RuntimeError("%s: call forward before backward (no cached forward pass)" % where)
 
 
 # -- declared signatures ------------------------------------------------------

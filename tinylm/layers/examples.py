@@ -256,11 +256,3 @@ def make_example(name, seed=0, dtype=np.float64):
         raise KeyError("no example layer %r; choose from: %s" % (name, ", ".join(EXAMPLES)))
     return EXAMPLES[name](np.random.default_rng(seed), np.dtype(dtype))
 
-
-def __getattr__(name):
-    # Temporary: check_example moved to tinylm.gradcheck; this goes once
-    # tinylm/commands/gradcheck.py imports it from there.
-    if name == "check_example":
-        from tinylm.gradcheck import check_example
-        return check_example
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
