@@ -62,8 +62,9 @@ def widen_embeddings(model, rng):
     is also needed to beat rounding elsewhere lose accuracy.  Unit-scale
     entries keep the *numerical* side of the check accurate.
     """
-    for n in ("tok_embed", "pos_embed"):
-        w = model.layers[n].params["weight"]
+    embeddings = model.layers["encoder"].layers["embeddings"]
+    for n in ("word_embeddings", "position_embeddings"):
+        w = embeddings.layers[n].params["weight"]
         w[...] = rng.standard_normal(w.shape)
 
 

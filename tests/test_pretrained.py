@@ -12,8 +12,8 @@ import pytest
 from tinylm import kernels, pretrained
 from tinylm.pretrained import safetensors as sft
 from tinylm.gradcheck import check_layer
-from tinylm.pretrained import (BertConfig, BertModel, L2Normalize, MeanPooling,
-                               ModelNotFoundError, SentenceEncoder)
+from tinylm.pretrained import (BERTConfig, BertEncoder, L2Normalize, MeanPooling,
+                               ModelNotFoundError, SentenceEncoder, hf_config)
 from tinylm.pretrained.wordpiece import WordPieceTokenizer
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")
@@ -100,8 +100,8 @@ def test_default_max_length_is_sentence_transformers(ref):
 # Any Hugging Face folder: a tiny random BERT written with HF names
 # --------------------------------------------------------------------------
 
-TINY = BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=16, max_position_embeddings=10, type_vocab_size=2)
+TINY = BERTConfig(vocab_size=12, d_model=8, n_layer=2, n_head=2, d_ff=16, block_size=10,
+                  type_vocab_size=2, layer_norm_eps=1e-12)
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on",
               "mat", "##s", "."]
 
@@ -116,8 +116,7 @@ def randomize(model, seed):
 def write_hf_folder(folder, model, bf16=False):
     """What Hugging Face's save_pretrained writes, built by hand."""
     os.makedirs(folder, exist_ok=True)
-    cfg = dict(vars(model.config), model_type="bert", hidden_act="gelu",
-               architectures=["BertModel"])
+    cfg = dict(hf_config(model.config), architectures=["BertModel"])
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f)
     ours = model.state_dict()
@@ -134,7 +133,7 @@ def write_hf_folder(folder, model, bf16=False):
 
 
 def test_loads_any_hf_folder(tmp_path):
-    src = BertModel(TINY, rng=1)
+    src = BertEncoder(TINY, rng=1)
     randomize(src, 2)
     folder = write_hf_folder(str(tmp_path / "tiny"), src)
     enc = pretrained.load_sentence_encoder(folder, dtype=np.float64)
@@ -152,7 +151,7 @@ def test_loads_any_hf_folder(tmp_path):
 
 
 def test_padding_gives_the_same_vectors_as_no_padding():
-    model = BertModel(TINY, rng=3)
+    model = BertEncoder(TINY, rng=3)
     randomize(model, 4)
     enc = SentenceEncoder(model.astype(np.float64)).eval()
     ids = np.array([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]])
@@ -171,7 +170,7 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
 def test_bad_folders(tmp_path):
     with pytest.raises(ModelNotFoundError, match="model folder not found"):
         pretrained.load_sentence_encoder(tmp_path / "nope")
-    src = BertModel(TINY, rng=1)
+    src = BertEncoder(TINY, rng=1)
     folder = write_hf_folder(str(tmp_path / "t"), src)
     os.remove(os.path.join(folder, "vocab.txt"))
     with pytest.raises(ModelNotFoundError, match="missing vocab.txt"):
@@ -196,7 +195,7 @@ def test_bad_folders(tmp_path):
 
 
 def test_bad_inputs():
-    model = BertModel(TINY, rng=0)
+    model = BertEncoder(TINY, rng=0)
     with pytest.raises(ValueError, match="must be in \\[0, 12\\)"):
         model.forward(np.array([[2, 12, 3]]))
     with pytest.raises(ValueError, match="longer than the 10 positions"):
@@ -228,7 +227,7 @@ def test_pooling_and_normalize_gradcheck(rng):
 def test_whole_encoder_gradcheck(backend, padded):
     """SentenceEncoder (embeddings, 2 blocks, pooling, normalise) in training mode
     with dropout: every parameter gradient vs central differences."""
-    model = BertModel(TINY, rng=5, dtype=np.float64)
+    model = BertEncoder(TINY, rng=5, dtype=np.float64)
     randomize(model, 6)
     enc = SentenceEncoder(model).train()
     ids = np.array([[2, 5, 6, 7, 3], [2, 9, 10, 3, 0]])
@@ -280,7 +279,7 @@ def test_split_paragraphs_sections_and_lines():
 
 
 def tiny_encoder():
-    model = BertModel(TINY, rng=8)
+    model = BertEncoder(TINY, rng=8)
     randomize(model, 9)
     tok = WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)}, max_length=10)
     return SentenceEncoder(model, tok).eval()
@@ -367,23 +366,23 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
 # --------------------------------------------------------------------------
 
 def test_classifier_gradcheck_and_fit():
-    from tinylm.pretrained.finetune import Classifier, accuracy, fit, train_head
+    from tinylm.pretrained.finetune import accuracy, classifier, fit, train_head
     enc = tiny_encoder()
-    clf = Classifier(enc, 2, rng=0)
+    clf = classifier(enc, 2, rng=0)
     ids = np.array([[2, 5, 6, 3], [2, 7, 8, 9]])
     rep = check_layer(clf, (ids, np.ones_like(ids)), seed=3, max_entries=4)
     assert rep.ok, rep
     # a toy task: sentences about cats (0) vs mats (1); fine-tuning learns it
     # (default initialisation: the randomize()d weights above saturate the encoder)
     tok = WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)}, max_length=10)
-    enc = SentenceEncoder(BertModel(TINY, rng=8), tok).eval()
-    clf = Classifier(enc, 2, rng=0)
+    enc = SentenceEncoder(BertEncoder(TINY, rng=8), tok).eval()
+    clf = classifier(enc, 2, rng=0)
     texts = ["the cat", "cat sat", "the cats sat", "cat on", "the mat", "mat .", "on the mat",
              "mats on"]
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     loss0 = train_head(clf.layers["head"], enc.encode(texts), labels, epochs=1, lr=0.0)
-    fit(clf, texts, labels, epochs=30, batch_size=4, lr=3e-3, head_lr=3e-2, log=None)
-    assert accuracy(clf, texts, labels) == 1.0
+    fit(clf, tok, texts, labels, epochs=30, batch_size=4, lr=3e-3, head_lr=3e-2, log=None)
+    assert accuracy(clf, tok, texts, labels) == 1.0
     loss1 = train_head(clf.layers["head"], enc.encode(texts), labels, epochs=1, lr=0.0)
     assert loss1 < 0.5 * loss0
 

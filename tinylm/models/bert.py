@@ -56,12 +56,12 @@ from tinylm.layers.checks import check_ids
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.losses import SoftmaxCrossEntropy
 from tinylm.layers.norm import Dropout, LayerNorm
-from tinylm.layers.positional import LearnedPositionalEmbedding
+from tinylm.layers.pooling import L2Normalize, MeanPooling
 from tinylm.layers.transformer import TransformerBlock
 from tinylm.models._common import LanguageModel
-from tinylm.rng import spawn
+from tinylm.rng import child_rng, default_rng, spawn
 
-__all__ = ["BERTConfig", "BERT", "SequenceClassifier"]
+__all__ = ["BERTConfig", "BertEmbeddings", "BertEncoder", "BERT", "SequenceClassifier"]
 
 OBJECTIVES = ("mlm", "causal")
 
@@ -75,6 +75,8 @@ class BERTConfig:
     d_model: int = 128        # D
     d_ff: int = 0             # feed-forward width; 0 = 4 * d_model
     dropout: float = 0.1
+    type_vocab_size: int = 0  # segment (token type) embeddings; 0 = none (BERT's own: 2)
+    layer_norm_eps: float = 1e-5
     mask_prob: float = 0.15   # share of tokens selected for prediction
     objective: str = "mlm"    # "mlm" (masked, bidirectional) or "causal" (next token)
     seed: int = 0             # weights, dropout masks and the masking generator
@@ -100,11 +102,118 @@ def _padding(where, attention_mask, shape):
     return pad
 
 
+class BertEmbeddings(Layer):
+    """Token + position (+ segment) embeddings, then LayerNorm and dropout.
+
+    forward(ids (B, T) int, token_type_ids (B, T) int or None) -> (B, T, D)
+    backward(dy (B, T, D)) -> None (ids are not differentiable).
+    """
+
+    def __init__(self, cfg, num_tokens, rng, dropout_rng, dtype):
+        super().__init__()
+        D = cfg.d_model
+        # BERT initialises embeddings with N(0, 0.02^2).
+        self.add_layer("word_embeddings", Embedding(num_tokens, D, rng, dtype, 0.02))
+        self.add_layer("position_embeddings", Embedding(cfg.block_size, D, rng, dtype, 0.02))
+        if cfg.type_vocab_size:
+            self.add_layer("token_type_embeddings",
+                           Embedding(cfg.type_vocab_size, D, rng, dtype, 0.02))
+        self.add_layer("LayerNorm", LayerNorm(D, eps=cfg.layer_norm_eps, dtype=dtype))
+        self.add_layer("dropout", Dropout(cfg.dropout, dropout_rng))
+
+    def forward(self, ids, token_type_ids=None):
+        B, T = ids.shape
+        L = self.layers
+        positions = np.broadcast_to(np.arange(T), (B, T))                    # (B, T)
+        e = L["word_embeddings"].forward(ids) + L["position_embeddings"].forward(positions)
+        if "token_type_embeddings" in L:
+            types = np.zeros_like(ids) if token_type_ids is None else token_type_ids
+            e = e + L["token_type_embeddings"].forward(types)               # (B, T, D)
+        return L["dropout"].forward(L["LayerNorm"].forward(e))
+
+    def backward(self, dy):
+        # forward: out = dropout(LayerNorm(e))
+        de = self.layers["LayerNorm"].backward(self.layers["dropout"].backward(dy))
+        # forward: e = word[ids] + pos[positions] (+ type[token_type_ids]): each gets de
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            if name in self.layers:
+                self.layers[name].backward(de)
+        return None
+
+
+class BertEncoder(Layer):
+    """The BERT encoder: embeddings + n_layer post-LN Transformer blocks (exact-erf GELU).
+
+    The one encoder of tinylm: :class:`BERT` puts a masked-LM head on it and
+    :mod:`tinylm.pretrained` loads Hugging Face weights into it.
+
+    forward(ids (B, T) int, attention_mask (B, T) 1/0 or None,
+            token_type_ids (B, T) int or None) -> hidden states (B, T, D)
+    backward(dh (B, T, D)) -> None (fills every parameter gradient).
+    Children: embeddings (BertEmbeddings), layer0 .. layer{L-1} (TransformerBlock).
+    num_tokens: rows of the token table (default vocab_size; BERT adds [MASK]);
+    rng: the weights' generator or seed (default config.seed).
+    """
+
+    def __init__(self, config, num_tokens=None, rng=None, dtype=None):
+        super().__init__()
+        c = self.config = config
+        if min(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.d_model) < 1:
+            raise ValueError("BERTConfig: sizes must be >= 1, got %r" % (c,))
+        if c.d_model % c.n_head:
+            raise ValueError("BERTConfig: n_head (%d) must divide d_model (%d)"
+                             % (c.n_head, c.d_model))
+        self.num_tokens = int(num_tokens or c.vocab_size)
+        rng = default_rng(c.seed if rng is None else rng)
+        dtype = np.dtype(c.dtype if dtype is None else dtype)
+        dropout_rng = child_rng(c.seed)           # the masks' own stream (weights untouched)
+        self.add_layer("embeddings", BertEmbeddings(c, self.num_tokens, rng, dropout_rng, dtype))
+        for i in range(c.n_layer):
+            self.add_layer("layer%d" % i, TransformerBlock(
+                c.d_model, c.n_head, c.d_ff or 4 * c.d_model, dropout=c.dropout,
+                norm_first=False, causal=(getattr(c, "objective", "mlm") == "causal"),
+                activation="gelu", layer_norm_eps=c.layer_norm_eps, rng=rng, dtype=dtype))
+
+    def check(self, where, ids, attention_mask=None, token_type_ids=None):
+        """(ids, key padding mask or None, token_type_ids) validated."""
+        if np.asarray(ids).dtype.kind not in "iu":     # (check_ids would say the same, less exactly)
+            raise TypeError("%s: input_ids must be a 2-D integer array (batch, tokens), got %s %s"
+                            % (where, np.asarray(ids).dtype, np.shape(ids)))
+        ids = check_ids(ids, self.num_tokens, where, "input_ids", ndim=2)
+        if ids.shape[1] > self.config.block_size:
+            raise ValueError("%s: a sequence of %d tokens is longer than the %d positions "
+                             "the model has (truncate it; block_size)"
+                             % (where, ids.shape[1], self.config.block_size))
+        if token_type_ids is not None:
+            token_type_ids = check_ids(token_type_ids, max(self.config.type_vocab_size, 1),
+                                       where, "token_type_ids", ndim=2)
+            if token_type_ids.shape != ids.shape:
+                raise ValueError("%s: token_type_ids has shape %s, input_ids has %s"
+                                 % (where, token_type_ids.shape, ids.shape))
+        return ids, _padding(where, attention_mask, ids.shape), token_type_ids
+
+    def forward(self, ids, attention_mask=None, token_type_ids=None):
+        ids, pad, types = self.check("BertEncoder.forward", ids, attention_mask, token_type_ids)
+        return self.encode(ids, pad, types)
+
+    def encode(self, ids, pad=None, token_type_ids=None):
+        """forward on checked inputs; pad: (B, T) bool, True = padding (or None)."""
+        h = self.layers["embeddings"].forward(ids, token_type_ids)          # (B, T, D)
+        for i in range(self.config.n_layer):
+            # Without padding the attention runs on the fused kernel (C or NumPy).
+            h = self.layers["layer%d" % i].forward(h, key_padding_mask=pad)  # (B, T, D)
+        return h
+
+    def backward(self, dh):
+        for i in reversed(range(self.config.n_layer)):
+            dh = self.layers["layer%d" % i].backward(dh)      # forward: h = layer_i(h)
+        return self.layers["embeddings"].backward(dh)         # forward: h = embeddings(ids)
+
+
 class BERT(LanguageModel):
     """Masked-LM Transformer encoder (see the module docstring).
 
-    Children: tok_embed Embedding(V+1, D), pos_embed LearnedPositionalEmbedding,
-    ln_emb, drop_emb, block0 .. block{n-1} (post-LN TransformerBlock, GELU),
+    Children: encoder (:class:`BertEncoder`, token table V+1 rows),
     head_fc Linear(D, D), head_act GELU, head_ln LayerNorm, head_out Linear(D, V).
 
     forward(idx (B, T), attention_mask=None) -> MLM logits (B, T, V)
@@ -122,60 +231,24 @@ class BERT(LanguageModel):
         if c.objective not in OBJECTIVES:
             raise ValueError("BERTConfig: objective must be one of %s, got %r"
                              % (OBJECTIVES, c.objective))
-        if min(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.d_model) < 1:
-            raise ValueError("BERTConfig: sizes must be >= 1, got %r" % (c,))
         if not 0.0 < c.mask_prob <= 1.0:
             raise ValueError("BERTConfig: mask_prob must be in (0, 1], got %r" % (c.mask_prob,))
-        rng = np.random.default_rng(c.seed)
+        rng = default_rng(c.seed)
         dtype = np.dtype(c.dtype)
         D = c.d_model
-        self.mask_id = c.vocab_size
-        self.add_layer("tok_embed", Embedding(c.vocab_size + 1, D, rng=rng, dtype=dtype,
-                                              init_std=0.02))
-        self.add_layer("pos_embed", LearnedPositionalEmbedding(c.block_size, D, rng=rng,
-                                                               dtype=dtype))
-        self.add_layer("ln_emb", LayerNorm(D, dtype=dtype))
-        drop_rng, self.mask_rng = spawn(c.seed, 2)       # dropout masks; which tokens to mask
-        self.add_layer("drop_emb", Dropout(c.dropout, rng=drop_rng))
-        for i in range(c.n_layer):
-            self.add_layer("block%d" % i, TransformerBlock(
-                D, c.n_head, d_ff=c.d_ff or 4 * D, dropout=c.dropout, norm_first=False,
-                causal=(c.objective == "causal"), activation="gelu", rng=rng, dtype=dtype))
+        self.mask_id = c.vocab_size                       # [MASK]: one extra token row
+        self.add_layer("encoder", BertEncoder(c, num_tokens=c.vocab_size + 1, rng=rng,
+                                              dtype=dtype))
         self.add_layer("head_fc", Linear(D, D, rng=rng, dtype=dtype))
         self.add_layer("head_act", GELU("none"))
         self.add_layer("head_ln", LayerNorm(D, dtype=dtype))
         self.add_layer("head_out", Linear(D, c.vocab_size, rng=rng, dtype=dtype))
-
-    def _blocks(self):
-        return [self.layers["block%d" % i] for i in range(self.config.n_layer)]
+        self.mask_rng = spawn(c.seed, 2)[1]               # which tokens to mask
 
     # -- the encoder -----------------------------------------------------------
-    def _encode(self, idx, pad):
-        L = self.layers
-        x = L["tok_embed"].forward(idx)                       # (B, T, D)   E_tok[idx]
-        x = L["pos_embed"].forward(x)                         # (B, T, D)   + E_pos[0:T]
-        x = L["ln_emb"].forward(x)                            # (B, T, D)
-        x = L["drop_emb"].forward(x)
-        for blk in self._blocks():
-            x = blk.forward(x, key_padding_mask=pad)          # (B, T, D)
-        return x
-
-    def _encode_backward(self, dh):
-        L = self.layers
-        for blk in reversed(self._blocks()):
-            dh = blk.backward(dh)                             # forward: x = block(x)
-        dh = L["drop_emb"].backward(dh)                       # forward: x = drop_emb(x)
-        dh = L["ln_emb"].backward(dh)                         # forward: x = ln_emb(x)
-        dh = L["pos_embed"].backward(dh)                      # forward: x = x + E_pos[0:T]
-        L["tok_embed"].backward(dh)                           # forward: x = E_tok[idx]
-
     def _check(self, where, idx, attention_mask):
-        # inputs may contain [MASK] = vocab_size
-        idx = check_ids(idx, self.vocab_size + 1, where, "idx", ndim=2)
-        if idx.shape[1] > self.config.block_size:
-            raise ValueError("%s: sequence length %d exceeds block_size=%d"
-                             % (where, idx.shape[1], self.config.block_size))
-        return idx, _padding(where, attention_mask, idx.shape)
+        idx, pad, _ = self.layers["encoder"].check(where, idx, attention_mask)
+        return idx, pad
 
     def encode(self, idx, attention_mask=None):
         """idx (B, T) -> hidden states (B, T, D), for a task head (fine-tuning).
@@ -183,7 +256,7 @@ class BERT(LanguageModel):
         Differentiate with :meth:`encode_backward`.
         """
         idx, pad = self._check("BERT.encode", idx, attention_mask)
-        h = self._encode(idx, pad)
+        h = self.layers["encoder"].encode(idx, pad)
         self._last = "encode"
         return h
 
@@ -191,12 +264,12 @@ class BERT(LanguageModel):
         """dh = dL/dhidden (B, T, D) after :meth:`encode`: adds into every encoder gradient."""
         if self._last != "encode":
             raise RuntimeError("BERT.encode_backward: call encode() first")
-        self._encode_backward(np.asarray(dh))
+        self.layers["encoder"].backward(np.asarray(dh))
 
     # -- the MLM head --------------------------------------------------------
     def _forward_masked(self, idx, pad):
         L = self.layers
-        h = self._encode(idx, pad)                            # (B, T, D)
+        h = L["encoder"].encode(idx, pad)                     # (B, T, D)
         t = L["head_fc"].forward(h)                           # (B, T, D)   h W_t^T + b_t
         t = L["head_act"].forward(t)                          #             GELU
         t = L["head_ln"].forward(t)                           #             LayerNorm
@@ -208,7 +281,7 @@ class BERT(LanguageModel):
         dt = L["head_ln"].backward(dt)                        # forward: t = head_ln(t)
         dt = L["head_act"].backward(dt)                       # forward: t = GELU(t)
         dh = L["head_fc"].backward(dt)                        # forward: t = head_fc(h)
-        self._encode_backward(dh)                             # forward: h = encoder(idx)
+        L["encoder"].backward(dh)                             # forward: h = encoder(idx)
 
     def forward(self, idx, attention_mask=None):
         """idx (B, T), ids in [0, V] (V = [MASK]) -> logits (B, T, V)."""
@@ -265,45 +338,56 @@ class BERT(LanguageModel):
 
 
 class SequenceClassifier(Layer):
-    """A classification head on a (pretrained or fresh) :class:`BERT` encoder.
+    """A classification head on a BERT encoder: the one classifier of tinylm.
 
-    Mean-pools the hidden states over the real tokens, then a linear layer::
+    Mean-pools the hidden states over the real tokens (optionally scales the
+    result to unit length, as a sentence encoder does), then a linear layer::
 
-        h      = encoder.encode(idx, attention_mask)           (B, T, D)
+        h      = encoder(idx, attention_mask)                  (B, T, D)
         pooled = sum_t m_t h_t / sum_t m_t                     (B, D)    m = attention_mask
+        (pooled = pooled / ||pooled||   if normalize)
         z      = pooled W^T + b                                (B, C)
 
-    Children: encoder (the BERT; its MLM head stays unused), head Linear(D, C).
-    forward(idx, attention_mask=None) -> logits (B, C)
+    encoder: a :class:`BERT` (its MLM head stays unused) or a
+    :class:`BertEncoder` (e.g. a pretrained one).
+    Children: encoder, pooling, (normalize), head Linear(D, C).
+    forward(idx, attention_mask=None, token_type_ids=None) -> logits (B, C)
     loss(idx, labels (B,), attention_mask=None) -> float;  backward(dout=None).
     """
 
-    def __init__(self, encoder, num_classes, seed=0):
+    def __init__(self, encoder, num_classes, seed=0, normalize=False):
         super().__init__()
-        if not isinstance(encoder, BERT):
-            raise TypeError("SequenceClassifier: encoder must be a BERT, got %s"
-                            % type(encoder).__name__)
+        if not isinstance(encoder, (BERT, BertEncoder)):
+            raise TypeError("SequenceClassifier: encoder must be a BERT or a BertEncoder, "
+                            "got %s" % type(encoder).__name__)
         if int(num_classes) < 2:
             raise ValueError("SequenceClassifier: num_classes must be >= 2, got %r"
                              % (num_classes,))
         self.num_classes = int(num_classes)
         self.add_layer("encoder", encoder)
+        self.add_layer("pooling", MeanPooling())
+        if normalize:
+            self.add_layer("normalize", L2Normalize())
         self.add_layer("head", Linear(encoder.config.d_model, self.num_classes,
                                       rng=seed, dtype=encoder.dtype))
         self._criterion = SoftmaxCrossEntropy()
-        self._cache = None
         self._last = None
 
-    def forward(self, idx, attention_mask=None):
-        h = self.layers["encoder"].encode(idx, attention_mask)                  # (B, T, D)
-        B, T, _ = h.shape
-        m = (np.ones((B, T)) if attention_mask is None
-             else np.asarray(attention_mask).astype(bool)).astype(h.dtype)      # (B, T)
-        count = m.sum(axis=1, keepdims=True)                                    # (B, 1)
-        pooled = (m[:, :, None] * h).sum(axis=1) / count                        # (B, D)
-        self._cache = (m, count)
+    def _tokens(self):
+        enc = self.layers["encoder"]
+        return enc.layers["encoder"] if isinstance(enc, BERT) else enc
+
+    def forward(self, idx, attention_mask=None, token_type_ids=None):
+        enc = self._tokens()
+        idx, pad, types = enc.check("SequenceClassifier.forward", idx, attention_mask,
+                                    token_type_ids)
+        h = enc.encode(idx, pad, types)                                          # (B, T, D)
+        mask = np.ones(idx.shape) if pad is None else ~pad                       # (B, T)
+        p = self.layers["pooling"].forward(h, mask)                              # (B, D)
+        if "normalize" in self.layers:
+            p = self.layers["normalize"].forward(p)                              # (B, D)
         self._last = "forward"
-        return self.layers["head"].forward(pooled)                              # (B, C)
+        return self.layers["head"].forward(p)                                    # (B, C)
 
     def loss(self, idx, labels, attention_mask=None):
         logits = self.forward(idx, attention_mask)
@@ -324,11 +408,9 @@ class SequenceClassifier(Layer):
         else:
             raise RuntimeError("SequenceClassifier.backward: call loss() (or forward() and pass "
                                "dL/dlogits) first")
-        m, count = self._cache
-        # forward: z = head(pooled)
-        dpooled = self.layers["head"].backward(dz)                              # (B, D)
-        # forward: pooled = sum_t m_t h_t / count  ->  dh_t = m_t dpooled / count
-        dh = m[:, :, None] * (dpooled / count)[:, None, :]                      # (B, T, D)
-        # forward: h = encoder.encode(idx)
-        self.layers["encoder"].encode_backward(dh)
+        dp = self.layers["head"].backward(dz)                     # forward: z = head(p)
+        if "normalize" in self.layers:
+            dp = self.layers["normalize"].backward(dp)            # forward: p = p / ||p||
+        dh = self.layers["pooling"].backward(dp)                  # forward: p = mean_t h_t
+        self._tokens().backward(dh)                               # forward: h = encoder(idx)
         return None

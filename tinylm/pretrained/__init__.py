@@ -14,7 +14,7 @@ The encoder's public names are re-exported here, so
 """
 
 from tinylm.pretrained.encoder import (  # noqa: F401
-    BertConfig, BertEmbeddings, BertModel, MeanPooling, L2Normalize, SentenceEncoder,
+    BERTConfig, BertEncoder, config_from_hf, hf_config, MeanPooling, L2Normalize, SentenceEncoder,
     ModelNotFoundError, default_model_dir, find_model_dir, load_sentence_encoder,
     load_bert_weights, hf_parameter_names, MODEL_PACKAGE, INSTALL_HINT,
 )

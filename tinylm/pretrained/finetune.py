@@ -31,8 +31,9 @@ probe), not the digits.
 Public API::
 
     topic_dataset(num_topics, per_topic, seed) -> Dataset
-    Classifier(encoder, num_classes)              SentenceEncoder + Linear head
-    train_head(features, labels, ...) / fit(classifier, ...) / accuracy(...)
+    classifier(encoder, num_classes)    a SequenceClassifier (tinylm.models.bert) on
+                                        the SentenceEncoder's BERT: same pooling, head
+    train_head(features, labels, ...) / fit(clf, tokenizer, ...) / accuracy(...)
 """
 
 import argparse
@@ -40,12 +41,13 @@ import time
 
 import numpy as np
 
-from tinylm.layers import Layer, Linear, SoftmaxCrossEntropy
+from tinylm.layers import SoftmaxCrossEntropy
+from tinylm.models.bert import BERTConfig, BertEncoder, SequenceClassifier
 from tinylm.optim import AdamW, clip_grad_norm
-from tinylm.pretrained.encoder import BertConfig, BertModel, SentenceEncoder, load_sentence_encoder
+from tinylm.pretrained.encoder import SentenceEncoder, load_sentence_encoder
 from tinylm.pretrained.search import split_paragraphs
 
-__all__ = ["Dataset", "topic_dataset", "Classifier", "train_head", "fit", "accuracy", "main"]
+__all__ = ["Dataset", "topic_dataset", "classifier", "train_head", "fit", "accuracy", "main"]
 
 
 class Dataset:
@@ -85,25 +87,15 @@ def topic_dataset(num_topics=8, per_topic=40, test_fraction=0.3, min_words=8, se
     return Dataset(tr, trl, te, tel, names)
 
 
-class Classifier(Layer):
-    """logits = head(encoder(ids, mask)): a SentenceEncoder and a Linear head.
+def classifier(encoder, num_classes, rng=0):
+    """logits = head(encoder's sentence embedding): a SequenceClassifier on the
+    SentenceEncoder's BERT, pooling (and normalising) as the encoder does.
 
-    forward(input_ids (B, T), attention_mask (B, T)) -> logits (B, C)
-    backward(dlogits (B, C)) -> None (fills the encoder's and the head's grads)
+    The classifier shares the encoder's weights: fine-tuning it changes
+    ``encoder.encode`` too.
     """
-
-    def __init__(self, encoder, num_classes, rng=0):
-        super().__init__()
-        self.add_layer("encoder", encoder)
-        self.add_layer("head", Linear(encoder.dim, num_classes, rng=rng, dtype=encoder.dtype))
-
-    def forward(self, input_ids, attention_mask):
-        e = self.layers["encoder"].forward(input_ids, attention_mask)     # (B, H)
-        return self.layers["head"].forward(e)                             # (B, C)
-
-    def backward(self, dlogits):
-        # forward: logits = head(e);  e = encoder(ids, mask)
-        return self.layers["encoder"].backward(self.layers["head"].backward(dlogits))
+    return SequenceClassifier(encoder.layers["bert"], num_classes, seed=rng,
+                              normalize=encoder.normalize)
 
 
 def train_head(head, features, labels, epochs=300, lr=0.05, seed=0):
@@ -124,9 +116,9 @@ def _batches(n, batch_size, rng):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def fit(clf, texts, labels, epochs=2, batch_size=16, lr=3e-5, head_lr=1e-3, seed=0, log=print):
-    """Train every parameter of a Classifier with AdamW (encoder lr, head lr)."""
-    tok = clf.layers["encoder"].tokenizer
+def fit(clf, tok, texts, labels, epochs=2, batch_size=16, lr=3e-5, head_lr=1e-3, seed=0,
+        log=print):
+    """Train every parameter of a classifier with AdamW (encoder lr, head lr); tok: its tokenizer."""
     loss_fn = SoftmaxCrossEntropy()
     opt_enc = AdamW(clf.layers["encoder"].parameters(), lr=lr, weight_decay=0.01)
     opt_head = AdamW(clf.layers["head"].parameters(), lr=head_lr, weight_decay=1e-4)
@@ -151,12 +143,12 @@ def fit(clf, texts, labels, epochs=2, batch_size=16, lr=3e-5, head_lr=1e-3, seed
     return clf
 
 
-def accuracy(clf, texts, labels, batch_size=32):
+def accuracy(clf, tok, texts, labels, batch_size=32):
     """Share of texts whose argmax logit is the label (eval mode, no dropout)."""
-    enc = clf.layers["encoder"]
     clf.eval()
-    feats = enc.encode(texts, batch_size=batch_size)
-    pred = clf.layers["head"].forward(feats).argmax(axis=1)
+    pred = np.concatenate([
+        clf.forward(b.input_ids, b.attention_mask).argmax(axis=1)
+        for b in (tok(list(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size))])
     return float((pred == np.asarray(labels)).mean())
 
 
@@ -184,30 +176,32 @@ def main(argv=None):
     # 1. frozen embeddings + linear probe
     t0 = time.perf_counter()
     enc = load_sentence_encoder(max_length=args.max_length)
-    clf = Classifier(enc, C, rng=args.seed)
+    clf = classifier(enc, C, rng=args.seed)
+    tok = enc.tokenizer
     feats = enc.encode(data.train_texts)
     loss = train_head(clf.layers["head"], feats, data.train_labels, epochs=args.probe_epochs)
-    acc = accuracy(clf, data.test_texts, data.test_labels)
+    acc = accuracy(clf, tok, data.test_texts, data.test_labels)
     results.append(("frozen all-MiniLM + linear head", acc, time.perf_counter() - t0))
     print("frozen: train loss %.3f, test accuracy %.3f" % (loss, acc))
 
     # 2. fine-tune everything, starting from the probe
     t0 = time.perf_counter()
-    fit(clf, data.train_texts, data.train_labels, epochs=args.epochs, seed=args.seed)
-    acc = accuracy(clf, data.test_texts, data.test_labels)
+    fit(clf, tok, data.train_texts, data.train_labels, epochs=args.epochs, seed=args.seed)
+    acc = accuracy(clf, tok, data.test_texts, data.test_labels)
     results.append(("fine-tuned all-MiniLM (%d epochs)" % args.epochs, acc,
                     time.perf_counter() - t0))
     print("fine-tuned: test accuracy %.3f" % acc)
 
     # 3. the same architecture, small and random, trained on the task alone
     t0 = time.perf_counter()
-    cfg = BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=512, max_position_embeddings=args.max_length)
-    scratch = Classifier(SentenceEncoder(BertModel(cfg, rng=args.seed), enc.tokenizer), C,
+    cfg = BERTConfig(vocab_size=enc.layers["bert"].config.vocab_size, d_model=128, n_layer=2,
+                     n_head=4, d_ff=512, block_size=args.max_length, type_vocab_size=2,
+                     layer_norm_eps=1e-12)
+    scratch = classifier(SentenceEncoder(BertEncoder(cfg, rng=args.seed), tok), C,
                          rng=args.seed)
-    fit(scratch, data.train_texts, data.train_labels, epochs=args.scratch_epochs, lr=1e-3,
+    fit(scratch, tok, data.train_texts, data.train_labels, epochs=args.scratch_epochs, lr=1e-3,
         head_lr=1e-2, seed=args.seed, log=None)
-    acc = accuracy(scratch, data.test_texts, data.test_labels)
+    acc = accuracy(scratch, tok, data.test_texts, data.test_labels)
     results.append(("from scratch (2x128, %d epochs)" % args.scratch_epochs, acc,
                     time.perf_counter() - t0))
     print("from scratch: test accuracy %.3f" % acc)
