@@ -9,7 +9,7 @@ in both directions and predicts tokens that were hidden from it.
 Encoder, for token ids idx (B, T) and an optional attention_mask (B, T)
 (1 = real token, 0 = padding, the Hugging Face convention)::
 
-    x = E_tok[idx] + E_pos[0:T]                 (B, T, D)   token + learned position embeddings
+    x = E_tok[idx] + E_pos[0:T] (+ E_type[types]) (B, T, D) token + position (+ segment) embeddings
     x = dropout(LayerNorm(x))                   (B, T, D)
     x = block_l(x)   for l = 1 .. n_layer       (B, T, D)   post-LN Transformer blocks, GELU,
                                                             padding keys masked out

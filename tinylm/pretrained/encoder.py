@@ -9,17 +9,9 @@ tinylm's own layers and loads the published weights into it:
     text --WordPiece--> ids (B, T) --BertEncoder--> hidden (B, T, 384)
          --MeanPooling(mask)--> (B, 384) --L2Normalize--> embeddings (B, 384)
 
-The encoder is :class:`tinylm.models.bert.BertEncoder`, the same class the
-masked-LM model uses; step by step (shapes for B sequences of T tokens)::
-
-    e = word_emb[ids] + pos_emb[0..T-1] + type_emb[token_type_ids]     (B, T, H)
-    h = LayerNorm(e)                                                    (B, T, H)
-    for each of the L layers (tinylm.layers.TransformerBlock, post-LN):
-        a = self_attn(h, key_padding_mask = not attention_mask)         (B, T, H)
-        h = ln1(h + a)                                                  (B, T, H)
-        f = ff.fc2(GELU(ff.fc1(h)))                H -> 4H -> H, exact erf GELU
-        h = ln2(h + f)                                                  (B, T, H)
-    return h                                                            (B, T, H)
+The encoder is :class:`tinylm.models.bert.BertEncoder` (:mod:`tinylm.models.bert`
+has the equations), the same class the masked-LM model uses: embeddings, then post-LN
+Transformer blocks with exact-erf GELU.
 
 Hugging Face name -> tinylm name, per layer N (see :func:`hf_parameter_names`)::
 
