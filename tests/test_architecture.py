@@ -147,15 +147,8 @@ def test_levels_cover_every_module():
         assert level(module) is not None, module
 
 
-# Imports being removed right now by another change (each with its reason); keep this empty.
-PENDING = {
-    # the check_example shim, deleted once commands/gradcheck.py imports tinylm.gradcheck
-    "tinylm/layers/examples.py:264 imports tinylm.gradcheck (gradcheck) from layers: upward",
-}
-
-
 def test_imports_run_one_way_and_respect_privacy():
-    bad = [v for v in violations() if v not in PENDING]
+    bad = violations()
     assert not bad, "\n".join(bad)
 
 
