@@ -112,3 +112,7 @@ def test_forward_step_is_inference_only_and_checks_its_cache():
         block.forward_step(x, block.empty_cache(2))
     with pytest.raises(TypeError, match="'k' and 'v'"):
         block.forward_step(x, {})
+    with pytest.raises(ValueError, match="do not fit"):
+        block.forward_step(x, {"k": np.zeros(3, np.float32), "v": np.zeros(3, np.float32)})
+    with pytest.raises(TypeError, match="the cache holds float64/float64 but x is float32"):
+        block.forward_step(x, block.empty_cache(1, np.float64))

@@ -105,12 +105,15 @@ def _check_kv_cache(layer, where, a):
     if not (isinstance(cache, dict) and "k" in cache and "v" in cache):
         raise TypeError("%s: cache must be a dict with 'k' and 'v' (see empty_cache), got %s"
                         % (where, type(cache).__name__))
-    want = (x.shape[0], layer.num_heads, np.shape(cache["k"])[2], layer.head_dim)
-    if np.shape(cache["k"]) != want or np.shape(cache["v"]) != want:
+    k, v = np.asarray(cache["k"]), np.asarray(cache["v"])
+    want = (x.shape[0], layer.num_heads, k.shape[2] if k.ndim == 4 else "t0", layer.head_dim)
+    if k.shape != want or v.shape != want:
         raise ValueError("%s: x %s and the cache's k %s, v %s do not fit: expected k, v "
-                         "(B, %d, t0, %d)" % (where, x.shape, np.shape(cache["k"]),
-                                              np.shape(cache["v"]), layer.num_heads,
-                                              layer.head_dim))
+                         "(B, %d, t0, %d)" % (where, x.shape, k.shape, v.shape,
+                                              layer.num_heads, layer.head_dim))
+    if k.dtype != x.dtype or v.dtype != x.dtype:
+        raise TypeError("%s: the cache holds %s/%s but x is %s (see empty_cache)"
+                        % (where, k.dtype, v.dtype, x.dtype))
 
 
 def _check_query_keys(layer, where, a):
