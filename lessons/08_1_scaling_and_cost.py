@@ -184,7 +184,7 @@ big = runs[-1]
 m = build_model("gpt", vocab_size=V, n_layer=2, n_head=4, d_model=widths[-1], block_size=64)
 cache = m.init_cache(4)
 m.forward_step(rng.integers(0, V, size=(4, 50)), cache)
-measured = sum(a.nbytes for a in cache["k"] + cache["v"])
+measured = sum(layer[kv].nbytes for layer in cache["layers"] for kv in ("k", "v"))
 formula = 2 * m.config.n_layer * 4 * 50 * m.config.d_model * 4          # float32: 4 bytes
 print("cache after 50 tokens, batch 4: %d bytes measured, 2 L B T D x 4 bytes = %d"
       % (measured, formula))
