@@ -210,6 +210,23 @@ def test_kit_holds_no_solution_and_the_instructor_copy_does(kits):
                 assert t.stub_message(q) in (student / rel).read_text()
                 for line in _solution_lines(rel, outside):
                     assert line not in every, (rel, line)
+        # text fenced as an answer (a backward formula in a docstring) is cut too
+        for dirpath, _, files in os.walk(os.path.join(ROOT, "tinylm")):
+            for fn in files:
+                if not fn.endswith(".py"):
+                    continue
+                full = os.path.join(dirpath, fn)
+                ref = open(full, encoding="utf-8").read()
+                if regions.ANSWER_BEGIN not in [l.strip() for l in ref.splitlines()]:
+                    continue
+                rel = os.path.relpath(full, ROOT)
+                kit_text = (student / rel).read_text()
+                assert regions.ANSWER_BEGIN not in [l.strip() for l in kit_text.splitlines()]
+                assert regions.ANSWER_CUT in kit_text
+                cut = set(ref.splitlines()) - set(regions.cut_answers(ref).splitlines())
+                for line in cut:
+                    if len(line.strip()) > 12:
+                        assert line not in kit_text.splitlines(), (rel, line)
         sol = (kits / a.name / "sol" / a.files[0]).read_text()
         assert regions.BEGIN in sol
         assert not any(f.endswith(".so") for _, _, fs in os.walk(student) for f in fs)
@@ -319,7 +336,8 @@ def test_results_json_is_gradescope_format(graded):
     for (name, which), (res, path) in graded.items():
         assert json.loads(path.read_text()) == res
         assert set(res) == {"score", "max_score", "execution_time", "output",
-                            "stdout_visibility", "tests"}
+                            "stdout_visibility", "tests", "extra_data"}
+        assert res["extra_data"]["sandbox"] == "bubblewrap"
         assert isinstance(res["execution_time"], float) and res["execution_time"] > 0
         assert res["stdout_visibility"] == "visible"
         for t in res["tests"]:
@@ -407,21 +425,76 @@ def test_hostile_zip_members_and_symlinks(kits, tmp_path):
         grader.read_submission(str(e), ["tinylm/gradcheck.py"])
 
 
-def test_results_survive_a_crash_midway(kits, tmp_path, monkeypatch):
+def test_results_json_is_written_once_at_the_end(kits, tmp_path, monkeypatch):
+    out = tmp_path / "results-gradcheck.json"
+    out.write_text('{"score": 99}')                  # a stale file is removed first
     real = grader.grade_task
-    calls = []
+    seen = []
 
     def crash_on_second(task, *a, **k):
-        calls.append(task.id)
-        if len(calls) == 2:
-            raise KeyboardInterrupt          # the grader dies (not an ordinary exception)
+        seen.append(out.exists())                    # nothing on disk while grading
+        if len(seen) == 2:
+            raise KeyboardInterrupt
         return real(task, *a, **k)
     monkeypatch.setattr(grader, "grade_task", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         _grade(kits / "gradcheck" / "sol", tmp_path, "gradcheck")
-    saved = json.loads((tmp_path / "results-gradcheck.json").read_text())
-    assert [t["status"] for t in saved["tests"]] == ["passed", "passed"]
-    assert saved["score"] == 10
+    assert seen == [False, False] and not out.exists()
+
+
+def test_each_activation_is_scored_and_checked_on_its_own(kits, tmp_path):
+    d = tmp_path / "kit"
+    shutil.copytree(kits / "backprop" / "kit", d)
+    act = d / "tinylm" / "layers" / "activations.py"
+    sol = (kits / "backprop" / "sol" / "tinylm" / "layers" / "activations.py").read_text()
+    # Sigmoid written (the instructor's version), Tanh and GELU not
+    text = regions.splice_functions(act.read_text(), sol, ["Sigmoid.backward"])
+    act.write_text(text)
+    res = _grade(d, tmp_path, "backprop", tasks=["activations_backward"])
+    by = {t["name"].split(": ")[-1]: t for t in res["tests"]}
+    assert by["Sigmoid"]["status"] == "passed" and by["Sigmoid"]["score"] == 2
+    for name in ("Tanh", "GELU (erf)", "GELU (tanh)"):
+        assert by[name]["score"] == 0 and "NotImplementedError" in by[name]["output"]
+    r = _cli(d, "assignment", "check", "activations_backward")
+    assert r.returncode == 1
+    assert "[ok] Sigmoid: right" in r.stdout and "[FAIL] Tanh:" in r.stdout, r.stdout
+    assert "[FAIL] GELU (erf):" in r.stdout and "[FAIL] GELU (tanh):" in r.stdout
+
+
+def test_grade_prints_whole_test_names(kits, tmp_path):
+    lines = []
+    grader.grade(str(kits / "attention" / "sol"), str(tmp_path / "r.json"), timeout=TIMEOUT,
+                 seed=1, echo=lines.append)
+    names = [t["name"] for t in json.loads((tmp_path / "r.json").read_text())["tests"]]
+    assert any(len(n) > 60 for n in names)
+    for n in names:
+        assert any(l.startswith(n + " ") for l in lines), (n, lines)
+
+
+def test_grade_refuses_without_a_sandbox_unless_told(kits, tmp_path, monkeypatch):
+    from tinylm.assignments import sandbox
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    out = tmp_path / "r.json"
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        grader.grade(str(kits / "gradcheck" / "sol"), str(out), assignment="gradcheck",
+                     echo=lambda *a: None)
+    assert not out.exists()
+    lines = []
+    res = grader.grade(str(kits / "gradcheck" / "sol"), str(out), assignment="gradcheck",
+                       timeout=TIMEOUT, echo=lines.append, unsafe_no_sandbox=True)
+    assert res["score"] == 20
+    saved = json.loads(out.read_text())
+    assert saved["extra_data"]["sandbox"].startswith("none") and "UNSAFE" in saved["output"]
+    assert any("UNSAFE" in l for l in lines)
+
+
+def test_kit_readme_installs_what_its_checks_need(kits):
+    readme = (kits / "backprop" / "kit" / "README.md").read_text()
+    assert 'python -m pip install -e ".[test]"' in readme
+    ns = {}
+    setup = (kits / "backprop" / "kit" / "setup.py").read_text()
+    assert '"test": ["pytest>=7"]' in setup and '"numpy>=1.22"' in setup
 
 
 def test_cli_list_and_clear_errors(tmp_path):

@@ -10,10 +10,11 @@ second copy.  Pieces:
 * :mod:`.bughunt`   - the "find the bug" exercise (broken backward passes)
 * :mod:`.kit`       - ``make_kit``: the student kit or the instructor copy
 * :mod:`.checker`   - inside a kit: public checks and ``submit``
-* :mod:`.sandbox`   - one exercise in a limited subprocess
+* :mod:`.sandbox`   - one exercise in a bubblewrap sandbox (the OS boundary)
 * :mod:`.grader`    - ``grade``: a submission -> Gradescope results.json
+* :mod:`.gradescope` - the Gradescope autograder zip
 
-Command line: ``tinylm assignment list | make | check | submit | grade``
+Command line: ``tinylm assignment list | make | check | submit | grade | gradescope``
 (see docs/assignments.md).  Nothing is imported here, so the sandboxed
 process can import :mod:`.exercises` without pulling in the grader.
 """

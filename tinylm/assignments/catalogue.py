@@ -62,8 +62,8 @@ ASSIGNMENTS = [
         Task("softmax_ce_backward", "Softmax-cross-entropy backward", 10,
              [("tinylm/layers/losses.py", "SoftmaxCrossEntropy.backward")],
              "softmax_ce_backward",
-             "loss = mean over counted targets of -log softmax(z)[t].  dL/dz = (p - onehot(t)) "
-             "/ count, zero for ignored targets, times the upstream dout."),
+             "loss = mean over counted targets of -log softmax(z)[t]; a target equal to "
+             "ignore_index is not counted.  Return dL/dz times the upstream dout."),
         Task("layernorm_backward", "Layer norm backward", 10,
              [("tinylm/layers/norm.py", "LayerNorm.backward")], "layernorm_backward",
              "xhat = (x - mean) / sqrt(var + eps); y = xhat * weight + bias.  The mean and "
@@ -88,11 +88,14 @@ ASSIGNMENTS = [
     ]),
     Assignment("attention", 3, "Attention backward", [
         Task("attention_backward", "Scaled dot-product attention backward", 10,
-             [("tinylm/layers/attention.py", "ScaledDotProductAttention.backward")],
+             [("tinylm/layers/attention.py", "ScaledDotProductAttention.backward"),
+              ("tinylm/kernels.py", "attention_backward_reference")],
              "attention_backward",
              "O = softmax(scale q k^T, masked) v.  From dO compute dv, dP, then dS through "
-             "the softmax, then dq and dk.  Graded on the NumPy path (with a mask, and causal "
-             "with return_weights=True)."),
+             "the softmax, then dq and dk: in the layer's NumPy path (graded with a mask, "
+             "and causal with return_weights=True), and in the fused kernel's NumPy spec "
+             "kernels.attention_backward_reference, which gets o and lse = log of the "
+             "softmax's row sums instead of P (graded causal, through the layer)."),
     ]),
     Assignment("gradcheck", 4, "Gradient checking", [
         Task("numerical_gradient", "Numerical gradient", 10,

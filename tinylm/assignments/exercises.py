@@ -13,7 +13,9 @@ the given arrays, calls forward and backward and collects what came out.
 
 Each exercise has
 
-* ``make_inputs(rng) -> {name: array}`` (float64 / int64 arrays),
+* ``make_inputs(rng, large=False) -> {name: array}`` (float64 / int64
+  arrays): small for the kit's public checks, large (``large=True``) for
+  grading - see "Why the graded inputs are large" below,
 * ``run(inputs) -> {name: array}``,
 * ``checks``: ``[(check name, weight, [output-key prefixes])]`` - the parts
   of the task that earn points,
@@ -55,6 +57,17 @@ def run(name, inputs):
     return EXERCISES[name].run(dict(inputs))
 
 
+def _guard(out, keys, fn):
+    """out.update(fn()); if fn raises, record the error under every key in ``keys``
+    (so one function that raises costs only the checks that need it)."""
+    try:
+        out.update(fn())
+    except Exception:
+        text = _exc_text()
+        for k in keys:
+            out[k + ".error"] = np.array(text)
+
+
 def _case(inputs, prefix):
     """The inputs of one case: keys 'prefix.k' -> 'k'."""
     p = prefix + "."
@@ -71,9 +84,11 @@ def _r(rng, *shape):
 
 @_register("linear_backward", [("dx", 4, ["dx"]), ("dweight and dbias", 6, ["dweight", "dbias"])])
 def _linear():
-    def make_inputs(rng):
+    def make_inputs(rng, large=False):
         d = {}
-        for c, lead, (i, o) in (("c0", (2, 3), (4, 5)), ("c1", (6,), (3, 3))):
+        shapes = ((("c0", (2, 128), (256, 256)), ("c1", (64,), (96, 128))) if large else
+                  (("c0", (2, 3), (4, 5)), ("c1", (6,), (3, 3))))
+        for c, lead, (i, o) in shapes:
             d.update({c + ".x": _r(rng, *lead, i), c + ".weight": _r(rng, o, i),
                       c + ".bias": _r(rng, o), c + ".dy": _r(rng, *lead, o),
                       # gradients already in the layer: backward must ADD to them
@@ -85,25 +100,29 @@ def _linear():
         out = {}
         for c in ("c0", "c1"):
             a = _case(inputs, c)
-            o, i = a["weight"].shape
-            layer = Linear(i, o, dtype=np.float64)
-            layer.params["weight"][...] = a["weight"]
-            layer.params["bias"][...] = a["bias"]
-            layer.grads["weight"][...] = a["weight_grad0"]
-            layer.grads["bias"][...] = a["bias_grad0"]
-            layer.forward(a["x"])
-            out["dx." + c] = layer.backward(a["dy"])
-            out["dweight." + c] = layer.grads["weight"]
-            out["dbias." + c] = layer.grads["bias"]
+
+            def case(a=a, c=c):
+                o, i = a["weight"].shape
+                layer = Linear(i, o, dtype=np.float64)
+                layer.params["weight"][...] = a["weight"]
+                layer.params["bias"][...] = a["bias"]
+                layer.grads["weight"][...] = a["weight_grad0"]
+                layer.grads["bias"][...] = a["bias_grad0"]
+                layer.forward(a["x"])
+                return {"dx." + c: layer.backward(a["dy"]),
+                        "dweight." + c: layer.grads["weight"], "dbias." + c: layer.grads["bias"]}
+            _guard(out, ["dx." + c, "dweight." + c, "dbias." + c], case)
         return out
     return make_inputs, run
 
 
 @_register("softmax_ce_backward", [("dlogits", 1, ["dlogits"])])
 def _softmax_ce():
-    def make_inputs(rng):
+    def make_inputs(rng, large=False):
         d = {}
-        for c, lead, V in (("c0", (3, 4), 6), ("c1", (5,), 3)):
+        shapes = ((("c0", (16, 64), 512), ("c1", (256,), 300)) if large else
+                  (("c0", (3, 4), 6), ("c1", (5,), 3)))
+        for c, lead, V in shapes:
             t = rng.integers(0, V, lead)
             t.reshape(-1)[0] = -100                      # one ignored target
             d.update({c + ".logits": 3 * _r(rng, *lead, V), c + ".targets": t,
@@ -115,35 +134,45 @@ def _softmax_ce():
         out = {}
         for c in ("c0", "c1"):
             a = _case(inputs, c)
-            loss = SoftmaxCrossEntropy(ignore_index=-100)
-            loss.forward(a["logits"], a["targets"])
-            out["dlogits." + c] = loss.backward(float(a["dout"]))
+
+            def case(a=a, c=c):
+                loss = SoftmaxCrossEntropy(ignore_index=-100)
+                loss.forward(a["logits"], a["targets"])
+                return {"dlogits." + c: loss.backward(float(a["dout"]))}
+            _guard(out, ["dlogits." + c], case)
         return out
     return make_inputs, run
 
 
 @_register("layernorm_backward", [("dx", 5, ["dx"]), ("dweight and dbias", 5, ["dweight", "dbias"])])
 def _layernorm():
-    def make_inputs(rng):
-        D = 5
-        return {"x": 2 * _r(rng, 2, 3, D) + 1, "weight": _r(rng, D), "bias": _r(rng, D),
-                "dy": _r(rng, 2, 3, D), "weight_grad0": _r(rng, D), "bias_grad0": _r(rng, D),
-                "x_plain": _r(rng, 4, D), "dy_plain": _r(rng, 4, D)}
+    def make_inputs(rng, large=False):
+        D, lead, rows = (512, (4, 128), 256) if large else (5, (2, 3), 4)
+        return {"x": 2 * _r(rng, *lead, D) + 1, "weight": _r(rng, D), "bias": _r(rng, D),
+                "dy": _r(rng, *lead, D), "weight_grad0": _r(rng, D), "bias_grad0": _r(rng, D),
+                "x_plain": _r(rng, rows, D), "dy_plain": _r(rng, rows, D)}
 
     def run(a):
         from tinylm.layers import LayerNorm
         D = a["weight"].shape[0]
-        ln = LayerNorm(D, dtype=np.float64)
-        ln.params["weight"][...] = a["weight"]
-        ln.params["bias"][...] = a["bias"]
-        ln.grads["weight"][...] = a["weight_grad0"]
-        ln.grads["bias"][...] = a["bias_grad0"]
-        ln.forward(a["x"])
-        out = {"dx.affine": ln.backward(a["dy"]),
-               "dweight": ln.grads["weight"], "dbias": ln.grads["bias"]}
-        plain = LayerNorm(D, elementwise_affine=False, dtype=np.float64)
-        plain.forward(a["x_plain"])
-        out["dx.plain"] = plain.backward(a["dy_plain"])
+        out = {}
+
+        def affine():
+            ln = LayerNorm(D, dtype=np.float64)
+            ln.params["weight"][...] = a["weight"]
+            ln.params["bias"][...] = a["bias"]
+            ln.grads["weight"][...] = a["weight_grad0"]
+            ln.grads["bias"][...] = a["bias_grad0"]
+            ln.forward(a["x"])
+            return {"dx.affine": ln.backward(a["dy"]),
+                    "dweight": ln.grads["weight"], "dbias": ln.grads["bias"]}
+
+        def plain():
+            ln = LayerNorm(D, elementwise_affine=False, dtype=np.float64)
+            ln.forward(a["x_plain"])
+            return {"dx.plain": ln.backward(a["dy_plain"])}
+        _guard(out, ["dx.affine", "dweight", "dbias"], affine)
+        _guard(out, ["dx.plain"], plain)
         return out
     return make_inputs, run
 
@@ -152,16 +181,19 @@ def _layernorm():
                                     ("GELU (erf)", 1, ["gelu_none"]),
                                     ("GELU (tanh)", 1, ["gelu_tanh"])])
 def _activations():
-    def make_inputs(rng):
-        return {"x": 2 * _r(rng, 3, 4), "dy": _r(rng, 3, 4)}
+    def make_inputs(rng, large=False):
+        shape = (512, 512) if large else (3, 4)
+        return {"x": 2 * _r(rng, *shape), "dy": _r(rng, *shape)}
 
     def run(a):
         from tinylm.layers import GELU, Sigmoid, Tanh
         out = {}
         for key, layer in (("tanh", Tanh()), ("sigmoid", Sigmoid()),
                            ("gelu_none", GELU("none")), ("gelu_tanh", GELU("tanh"))):
-            layer.forward(a["x"])
-            out[key + ".dx"] = layer.backward(a["dy"])
+            def case(key=key, layer=layer):        # each function on its own
+                layer.forward(a["x"])
+                return {key + ".dx": layer.backward(a["dy"])}
+            _guard(out, [key + ".dx"], case)
         return out
     return make_inputs, run
 
@@ -194,8 +226,8 @@ def _grads_out(layer, prefix="d"):
                                   ("parameter gradients", 5, ["dweight_ih", "dweight_hh",
                                                               "dbias_ih", "dbias_hh"])])
 def _lstm_cell():
-    def make_inputs(rng):
-        B, I, H = 3, 4, 5
+    def make_inputs(rng, large=False):
+        B, I, H = (64, 128, 128) if large else (3, 4, 5)
         d = {"x": _r(rng, B, I), "h": _r(rng, B, H), "c": _r(rng, B, H),
              "dh_new": _r(rng, B, H), "dc_new": _r(rng, B, H)}
         d.update(_param_inputs(rng, {"weight_ih": (4 * H, I), "weight_hh": (4 * H, H),
@@ -217,8 +249,8 @@ def _lstm_cell():
 
 @_register("bptt", [("RNN sequence", 5, ["rnn"]), ("GRU sequence", 5, ["gru"])])
 def _bptt():
-    def make_inputs(rng):
-        B, T, I, H = 2, 5, 3, 4
+    def make_inputs(rng, large=False):
+        B, T, I, H = (16, 64, 128, 128) if large else (2, 5, 3, 4)
         d = {}
         for kind, G in (("rnn", 1), ("gru", 3)):
             d.update({kind + ".x": _r(rng, B, T, I), kind + ".h0": _r(rng, B, H),
@@ -233,14 +265,17 @@ def _bptt():
         out = {}
         for kind, cls in (("rnn", RNN), ("gru", GRU)):
             a = _case(inputs, kind)
-            B, T, I = a["x"].shape
-            layer = cls(I, a["h0"].shape[1], dtype=np.float64)
-            _set_params(layer, a)
-            layer.forward(a["x"], a["h0"])
-            dx, dh0 = layer.backward((a["dout"], a["dhT"]))   # output AND final-state gradients
-            out[kind + ".dx"] = dx
-            out[kind + ".dh0"] = dh0
-            out.update({kind + "." + k: v for k, v in _grads_out(layer).items()})
+
+            def case(a=a, kind=kind, cls=cls):
+                B, T, I = a["x"].shape
+                layer = cls(I, a["h0"].shape[1], dtype=np.float64)
+                _set_params(layer, a)
+                layer.forward(a["x"], a["h0"])
+                dx, dh0 = layer.backward((a["dout"], a["dhT"]))   # output AND final state
+                res = {kind + ".dx": dx, kind + ".dh0": dh0}
+                res.update({kind + "." + k: v for k, v in _grads_out(layer).items()})
+                return res
+            _guard(out, [kind], case)
         return out
     return make_inputs, run
 
@@ -249,32 +284,52 @@ def _bptt():
 # Assignment 3: attention
 # --------------------------------------------------------------------------
 
-@_register("attention_backward", [("dq", 4, ["dq"]), ("dk and dv", 6, ["dk", "dv"])])
+@_register("attention_backward", [("dq", 3, ["dq"]), ("dk and dv", 4, ["dk", "dv"]),
+                                  ("fused kernel spec (kernels.attention_backward_reference)",
+                                   3, ["fused"])])
 def _attention():
-    def make_inputs(rng):
-        B, Hh, Tq, Tk, D = 2, 2, 4, 5, 3
+    def make_inputs(rng, large=False):
+        B, Hh, Tq, Tk, D = (2, 4, 128, 128, 64) if large else (2, 2, 4, 5, 3)
+        N, T = (8, 128) if large else (3, 4)
         mask = rng.random((B, 1, Tq, Tk)) < 0.7
         mask[..., 0] = True                         # every query sees at least one key
-        return {"masked.q": _r(rng, B, Hh, Tq, D), "masked.k": _r(rng, B, Hh, Tk, D),
-                "masked.v": _r(rng, B, Hh, Tk, D), "masked.do": _r(rng, B, Hh, Tq, D),
-                "masked.mask": mask.astype(np.uint8),
-                "causal.q": _r(rng, 3, 4, D), "causal.k": _r(rng, 3, 4, D),
-                "causal.v": _r(rng, 3, 4, D), "causal.do": _r(rng, 3, 4, D),
-                "scale": np.array(rng.uniform(0.3, 1.0))}
+        d = {"masked.q": _r(rng, B, Hh, Tq, D), "masked.k": _r(rng, B, Hh, Tk, D),
+             "masked.v": _r(rng, B, Hh, Tk, D), "masked.do": _r(rng, B, Hh, Tq, D),
+             "masked.mask": mask.astype(np.uint8),
+             "scale": np.array(rng.uniform(0.3, 1.0))}
+        for c in ("causal", "fused"):
+            d.update({c + "." + k: _r(rng, N, T, D) for k in ("q", "k", "v", "do")})
+        return d
 
     def run(inputs):
         from tinylm.layers.attention import ScaledDotProductAttention
         out = {}
         m = _case(inputs, "masked")
-        att = ScaledDotProductAttention(scale=float(inputs["scale"]))
-        att.forward(m["q"], m["k"], m["v"], mask=m["mask"].astype(bool))   # the NumPy path
-        dq, dk, dv = att.backward(m["do"])
-        out.update({"dq.masked": dq, "dk.masked": dk, "dv.masked": dv})
+
+        def masked():
+            att = ScaledDotProductAttention(scale=float(inputs["scale"]))
+            att.forward(m["q"], m["k"], m["v"], mask=m["mask"].astype(bool))   # NumPy path
+            dq, dk, dv = att.backward(m["do"])
+            return {"dq.masked": dq, "dk.masked": dk, "dv.masked": dv}
         c = _case(inputs, "causal")
-        att = ScaledDotProductAttention(causal=True)
-        att.forward(c["q"], c["k"], c["v"], return_weights=True)           # the NumPy path
-        dq, dk, dv = att.backward(c["do"])
-        out.update({"dq.causal": dq, "dk.causal": dk, "dv.causal": dv})
+
+        def causal():
+            att = ScaledDotProductAttention(causal=True)
+            att.forward(c["q"], c["k"], c["v"], return_weights=True)           # NumPy path
+            dq, dk, dv = att.backward(c["do"])
+            return {"dq.causal": dq, "dk.causal": dk, "dv.causal": dv}
+        f = _case(inputs, "fused")
+
+        def fused():
+            # no mask, no weights: the fused kernel, whose NumPy backend is
+            # kernels.attention_backward_reference (the sandbox runs the NumPy backend)
+            att = ScaledDotProductAttention(causal=True)
+            att.forward(f["q"], f["k"], f["v"])
+            dq, dk, dv = att.backward(f["do"])
+            return {"fused.dq": dq, "fused.dk": dk, "fused.dv": dv}
+        _guard(out, ["dq.masked", "dk.masked", "dv.masked"], masked)
+        _guard(out, ["dq.causal", "dk.causal", "dv.causal"], causal)
+        _guard(out, ["fused"], fused)
         return out
     return make_inputs, run
 
@@ -293,7 +348,7 @@ def _test_function(a, b, c):
 @_register("numerical_gradient", [("all entries", 6, ["grad", "x_after"]),
                                   ("selected indices", 4, ["grad_idx"])])
 def _numgrad():
-    def make_inputs(rng):
+    def make_inputs(rng, large=False):
         return {"x": _r(rng, 2, 3, 2), "a": _r(rng, 2, 3, 2), "b": _r(rng, 2, 3, 2),
                 "c": np.array(rng.uniform(0.1, 1.0)),
                 "idx": rng.choice(12, 4, replace=False)}
@@ -340,7 +395,7 @@ def _bughunt_grade(got, expected):
 @_register("find_the_bug", [("which are broken", 4, None), ("the fixes", 6, None)],
            public=False, grade=_bughunt_grade)
 def _bughunt():
-    def make_inputs(rng):
+    def make_inputs(rng, large=False):
         from tinylm.assignments import bughunt
         d = {}
         for c in bughunt.CANDIDATES:

@@ -10,12 +10,18 @@ For every task of the assignment the grader
    task under test nor for any other task (unless a task lists others in
    ``needs``), and a broken task 1 cannot break task 3: task 3's tree contains
    none of the student's task-1 code;
-2. draws fresh random inputs (``--seed`` to repeat a run), computes the
-   reference outputs HERE, in the grader's process, with its own tinylm;
-3. runs the exercise on the student's tree in the sandbox
-   (:mod:`tinylm.assignments.sandbox`) and reads back its arrays;
-4. compares, and rewrites ``results.json`` atomically (write a temporary file,
-   ``os.replace``) so a crash at any point leaves the results so far.
+2. draws fresh random inputs (``--seed`` to repeat a run), large enough that
+   differentiating the forward pass numerically cannot finish in time
+   (see :mod:`.exercises`);
+3. runs the exercise on the student's tree in the OS sandbox
+   (:mod:`tinylm.assignments.sandbox`: bubblewrap), which gets only the
+   inputs and hands back arrays (an .npz, no pickle);
+4. once the sandbox and everything it started are gone, computes the
+   reference outputs HERE, in the grader's process, with its own tinylm, and
+   compares.
+
+``results.json`` is written once, at the end (atomically: a temporary file,
+then ``os.replace``), and no path the sandbox can see names it.
 
 results.json follows Gradescope's autograder format: score, max_score,
 execution_time, output, stdout_visibility, tests[name, score, max_score,
@@ -162,10 +168,12 @@ def copy_package(root, dest, transform=None):
 
 
 def stub_transform(keep=()):
-    """A copy_package transform that stubs every region except ``keep`` [(file, qualname)]."""
+    """A copy_package transform that stubs every region except ``keep`` [(file, qualname)]
+    and cuts every ### BEGIN ANSWER block (see :func:`regions.cut_answers`)."""
     msgs = _stub_messages()
 
     def transform(rel, text):
+        text = regions.cut_answers(text, rel)
         if regions.BEGIN not in text:
             return text
         m = {q: v for (f, q), v in msgs.items() if f == rel}
@@ -234,17 +242,6 @@ def _clip(text, n=3000):
 # Grading
 # --------------------------------------------------------------------------
 
-def deny_paths(root, extra=()):
-    """Directories the student's process must not read: the reference source."""
-    deny = [os.path.join(root, "tinylm")]
-    if any(os.path.exists(os.path.join(root, f)) for f in ("setup.py", "pyproject.toml", ".git")):
-        deny.append(root)            # a checkout: tests/, csrc/, the instructor kit...
-    deny = [os.path.realpath(d) for d in list(deny) + list(extra)]
-    # never a folder that holds the sandboxes themselves (e.g. a checkout in /tmp)
-    tmp = os.path.realpath(tempfile.gettempdir())
-    return [d for d in deny if not (tmp == d or tmp.startswith(d.rstrip(os.sep) + os.sep))]
-
-
 def task_checks(task):
     """[(check name, max score)]: the task's points split by the exercise's check weights."""
     checks = exercises.EXERCISES[task.exercise].checks
@@ -252,7 +249,7 @@ def task_checks(task):
     return [(name, task.points * w / total) for name, w, _ in checks]
 
 
-def grade_task(task, student_files, root, seed, timeout, memory, deny):
+def grade_task(task, student_files, root, seed, timeout, memory, sandboxed=True):
     """[(check name, score, max_score, passed, output)] for one task."""
     ex = exercises.EXERCISES[task.exercise]
     rows = task_checks(task)
@@ -263,16 +260,16 @@ def grade_task(task, student_files, root, seed, timeout, memory, deny):
                 for k, (n, m) in enumerate(rows)]
 
     rng = np.random.default_rng(seed)
-    inputs = ex.make_inputs(rng)
+    inputs = ex.make_inputs(rng, large=True)
     work = tempfile.mkdtemp(prefix="tinylm-grade-")
     try:
         try:
             build_task_tree(root, os.path.join(work, "tree"), task, student_files)
         except SubmissionError as exc:
             return all_failed("not graded: %s" % exc)
-        res = sandbox.run_exercise(os.path.join(work, "tree"), task.exercise, inputs, deny=deny,
-                                   timeout=timeout, memory=memory,
-                                   workdir=os.path.join(work, "run"))
+        res = sandbox.run_exercise(os.path.join(work, "tree"), task.exercise, inputs,
+                                   timeout=timeout, memory=memory, sandboxed=sandboxed,
+                                   extra_masks=[root])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not res.ok:
@@ -299,9 +296,14 @@ def grade_task(task, student_files, root, seed, timeout, memory, deny):
 
 
 def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT,
-          memory=sandbox.DEFAULT_MEMORY, seed=None, tasks=None, root=None, echo=print):
+          memory=sandbox.DEFAULT_MEMORY, seed=None, tasks=None, root=None, echo=print,
+          unsafe_no_sandbox=False):
     """Grade ``submission`` (folder or zip) and write Gradescope JSON to ``out_path``.
 
+    Every task runs in the OS sandbox (:mod:`.sandbox`); without a working
+    bwrap this refuses (SandboxUnavailable) unless ``unsafe_no_sandbox``.
+    ``out_path`` is written ONCE, after every sandbox (and every process the
+    submission started) is gone; an older file there is removed first.
     Returns the results dict.  ``echo`` receives the human-readable lines.
     """
     start = time.monotonic()
@@ -323,43 +325,59 @@ def grade(submission, out_path, assignment=None, timeout=sandbox.DEFAULT_TIMEOUT
                           "(%s); run the grader from the solution checkout, not from a "
                           "student kit" % (os.path.join(root, "tinylm"), "; ".join(
                               "%s: %s" % kv for kv in missing.items())))
+    if not unsafe_no_sandbox:
+        sandbox.check_sandbox()          # refuses, saying how to install bubblewrap
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
     out_path = os.path.abspath(out_path)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    deny = deny_paths(root, [out_path])
+    if os.path.lexists(out_path):
+        os.unlink(out_path)              # no stale results while grading
     header = "assignment %d (%s): %s" % (a.number, a.name, a.title)
+    if unsafe_no_sandbox:
+        header += ("\nUNSAFE: graded WITHOUT a sandbox (--unsafe-no-sandbox): the submission "
+                   "ran as an ordinary process and these scores cannot be trusted")
     try:
         student_files = read_submission(submission, a.files)
         problem = None
     except SubmissionError as exc:
         student_files, problem = {}, str(exc)
     tests = []
-    write_json_atomically(out_path, _results(tests, start, header))
     echo(header)
-    echo("%-56s %8s  %s" % ("test", "score", "result"))
+    width = max(len(_test_name(a, t, c)) for t in chosen for c, _ in task_checks(t))
+    echo("%-*s %8s  %s" % (width, "test", "score", "result"))
     for t in chosen:
         if problem:
             rows = [(n, 0.0, m, False, "not graded: %s" % problem) for n, m in task_checks(t)]
         else:
             try:
-                rows = grade_task(t, student_files, root, seed + t.number, timeout, memory, deny)
+                rows = grade_task(t, student_files, root, seed + t.number, timeout, memory,
+                                  sandboxed=not unsafe_no_sandbox)
+            except sandbox.SandboxUnavailable:
+                raise
             except Exception as exc:  # a grader bug must not lose the other tasks
                 rows = [("grading", 0.0, float(t.points), False,
                          "the grader failed on this task (%s: %s); tell your instructor"
                          % (type(exc).__name__, exc))]
         for check, score, max_score, passed, msg in rows:
-            tname = "%d.%d %s: %s" % (a.number, t.number, t.title, check)
+            tname = _test_name(a, t, check)
             tests.append({"name": tname, "score": round(score, 6),
                           "max_score": round(max_score, 6),
                           "status": "passed" if passed else "failed",
                           "output": _clip(msg), "visibility": "visible"})
             first = (msg or "").strip().splitlines()[0] if (msg or "").strip() else ""
-            echo("%-56s %8s  %s" % (tname[:56], "%g/%g" % (round(score, 3), round(max_score, 3)),
-                                    "ok" if passed else "FAIL: " + first[:90]))
-        write_json_atomically(out_path, _results(tests, start, header))
+            echo("%-*s %8s  %s" % (width, tname, "%g/%g" % (round(score, 3), round(max_score, 3)),
+                                   "ok" if passed else "FAIL: " + first[:120]))
     results = _results(tests, start, header + " (seed %d)" % seed)
+    results["extra_data"] = {"sandbox": "none (--unsafe-no-sandbox)" if unsafe_no_sandbox
+                             else "bubblewrap", "seed": seed}
     write_json_atomically(out_path, results)
     echo("total: %g / %g   (%s, %.1f s)" % (results["score"], results["max_score"], out_path,
                                              results["execution_time"]))
+    if unsafe_no_sandbox:
+        echo("UNSAFE: graded without a sandbox (--unsafe-no-sandbox); recorded in %s" % out_path)
     return results
+
+
+def _test_name(a, t, check):
+    return "%d.%d %s: %s" % (a.number, t.number, t.title, check)

@@ -5,7 +5,7 @@
     kit/
       README.md            what to do, how to check, how to submit
       assignment.json      which assignment, tasks, files to submit
-      pyproject.toml       ``pip install -e .`` (needs only pip + numpy)
+      pyproject.toml       ``pip install -e ".[test]"`` (numpy, and pytest for the checks)
       setup.py
       tinylm/              the tinylm package, Python files only (NumPy backend),
                            every solution region replaced by
@@ -108,9 +108,10 @@ def _readme(a, solutions):
 
         ## Set up
 
-        You need Python >= 3.9 and NumPy.  In this folder:
+        You need Python >= 3.9.  In this folder (a fresh virtual environment is a good
+        idea: `python -m venv .venv` and activate it):
 
-            python -m pip install -e .        # or just work from this folder: see below
+            python -m pip install -e ".[test]"    # tinylm from this kit, NumPy and pytest
 
         This tinylm is pure Python and runs on its NumPy backend (a warning that the
         C extension is not available is expected).  Without installing, run every

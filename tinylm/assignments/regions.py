@@ -32,6 +32,12 @@ import tokenize
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+# Text (in a docstring, usually) that states an answer, e.g. a backward formula
+# in a module's docstring, is fenced by lines that are exactly these; the kit
+# gets ANSWER_CUT in its place.
+ANSWER_BEGIN = "### BEGIN ANSWER"
+ANSWER_END = "### END ANSWER"
+ANSWER_CUT = "(cut from the student kit: an assignment asks you to derive this)"
 
 
 class RegionError(ValueError):
@@ -148,6 +154,32 @@ def stub_source(source, messages, path="<source>", keep=()):
         text = messages.get(r.qualname, "%s: write this part" % r.qualname)
         lines[r.begin - 1:r.end] = ["%sraise NotImplementedError(%r)\n" % (r.indent, text)]
     return "".join(lines)
+
+
+def cut_answers(source, path="<source>"):
+    """``source`` with every ANSWER_BEGIN..ANSWER_END block (marker lines included)
+    replaced by one ANSWER_CUT line at the BEGIN line's indentation."""
+    if ANSWER_BEGIN not in source and ANSWER_END not in source:
+        return source
+    out, opened = [], None
+    for i, line in enumerate(source.splitlines(keepends=True), 1):
+        s = line.strip()
+        if s == ANSWER_BEGIN:
+            if opened is not None:
+                raise RegionError("%s: line %d: %s inside the block opened on line %d"
+                                  % (path, i, ANSWER_BEGIN, opened))
+            opened = i
+            out.append(line[:len(line) - len(line.lstrip())] + ANSWER_CUT + "\n")
+        elif s == ANSWER_END:
+            if opened is None:
+                raise RegionError("%s: line %d: %s without a %s"
+                                  % (path, i, ANSWER_END, ANSWER_BEGIN))
+            opened = None
+        elif opened is None:
+            out.append(line)
+    if opened is not None:
+        raise RegionError("%s: line %d: %s is never closed" % (path, opened, ANSWER_BEGIN))
+    return "".join(out)
 
 
 def function_source(source, qualname, path="<source>"):

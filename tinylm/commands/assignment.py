@@ -6,6 +6,11 @@
     tinylm assignment submit [--out ZIP]       (inside a kit)
     tinylm assignment grade SUBMISSION --out results.json [--assignment NAME]
                             [--timeout S] [--memory MB] [--seed N] [--task T ...]
+                            [--unsafe-no-sandbox]
+    tinylm assignment gradescope NAME --out autograder.zip [--timeout S] [--memory MB]
+
+`grade` runs every submission in a bubblewrap sandbox and refuses to grade
+without one (see docs/assignments.md).
 """
 
 import sys
@@ -36,6 +41,16 @@ def add_arguments(parser):
     p.add_argument("--seed", type=int, help="seed of the random inputs (default: random)")
     p.add_argument("--task", action="append", dest="tasks",
                    help="grade only this task (repeatable)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="grade WITHOUT the OS sandbox (only for code you trust); "
+                        "printed and recorded in results.json")
+    p = sub.add_parser("gradescope", help="write the Gradescope autograder zip")
+    p.add_argument("name", help="assignment name or number (see `list`)")
+    p.add_argument("--out", required=True, help="the zip to write (autograder.zip)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="wall-clock seconds per task (default 60)")
+    p.add_argument("--memory", type=int, default=2048,
+                   help="address-space limit per task, in MB (default 2048)")
 
 
 def _list():
@@ -50,6 +65,14 @@ def _list():
             for f, q in t.regions:
                 print("        %s  (%s)" % (q, f))
     return 0
+
+
+def _check_limits(args):
+    if not args.timeout > 0:
+        raise ValueError("--timeout must be > 0 seconds, got %s" % args.timeout)
+    if args.memory < 256:
+        raise ValueError("--memory must be at least 256 (MB): Python and NumPy need "
+                         "that much address space; got %d" % args.memory)
 
 
 def run(args):
@@ -69,14 +92,18 @@ def run(args):
             checker.submit(out=args.out)
             return 0
         if args.action == "grade":
-            if not args.timeout > 0:
-                raise ValueError("--timeout must be > 0 seconds, got %s" % args.timeout)
-            if args.memory < 256:
-                raise ValueError("--memory must be at least 256 (MB): Python and NumPy need "
-                                 "that much address space; got %d" % args.memory)
+            _check_limits(args)
             grader.grade(args.submission, args.out, assignment=args.assignment,
                          timeout=args.timeout, memory=args.memory * 2 ** 20, seed=args.seed,
-                         tasks=args.tasks)
+                         tasks=args.tasks, unsafe_no_sandbox=args.unsafe_no_sandbox)
+            return 0
+        if args.action == "gradescope":
+            from tinylm.assignments import gradescope
+            _check_limits(args)
+            a = gradescope.make_autograder(args.name, args.out, timeout=args.timeout,
+                                           memory_mb=args.memory)
+            print("wrote %s: the Gradescope autograder for assignment %d (%s); upload it "
+                  "as the autograder zip (Ubuntu base image)" % (args.out, a.number, a.name))
             return 0
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -1,5 +1,6 @@
 """Element-wise activations and their derivatives.
 
+### BEGIN ANSWER
 =========  =====================================  ==========================================
 layer      forward y = f(x)                       backward dx = dy * f'(x)
 =========  =====================================  ==========================================
@@ -10,6 +11,7 @@ GELU       x * Phi(x) = x/2 * (1 + erf(x/sqrt2))  dy * (Phi(x) + x * phi(x))
 GELU-tanh  x/2 * (1 + tanh(u)),                   dy * (1/2 (1 + t) + x/2 (1 - t^2) du/dx),
            u = sqrt(2/pi) (x + 0.044715 x^3)      t = tanh(u), du/dx = sqrt(2/pi)(1 + 3*0.044715 x^2)
 =========  =====================================  ==========================================
+### END ANSWER
 
 Phi is the standard normal CDF and phi = exp(-x^2/2)/sqrt(2 pi) its density.
 

@@ -8,6 +8,7 @@ Scaled dot-product attention, for queries q (..., Tq, d), keys k and values v
     P = softmax(S) over the keys         (..., Tq, Tk)
     O = P v                              (..., Tq, d)
 
+### BEGIN ANSWER
 Backward, with dO given::
 
     dv = P^T dO                          (..., Tk, d)
@@ -17,6 +18,7 @@ Backward, with dO given::
     dk = scale * dS^T q                  (..., Tk, d)
 
 (rowsum(dP * P) equals rowsum(dO * O), which is what the fused kernel uses.)
+### END ANSWER
 
 Causal mask: query i may see key j iff j <= i + (Tk - Tq) (the usual
 lower triangle when Tq == Tk; with a KV cache the new queries see every cached

@@ -4,12 +4,14 @@ Linear (an affine map), for x of shape (..., in) and weight W of shape (out, in)
 
     y = x W^T + b                       y: (..., out)
 
+### BEGIN ANSWER
 Its backward, with dy = dL/dy and every leading dimension flattened into N rows
 (x2: (N, in), dy2: (N, out))::
 
     dW += dy2^T x2                      (out, in)
     db += sum over rows of dy2          (out,)
     dx  = dy2 W                         (N, in) -> (..., in)
+### END ANSWER
 
 Embedding (a lookup table), for integer ids of any shape and weight E of shape
 (num_embeddings, dim)::

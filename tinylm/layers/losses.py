@@ -15,7 +15,9 @@ With log-sum-exp lse = m + log sum_j exp(z_j - m), the loss of one position is
 (targets equal to ``ignore_index`` are not counted)::
 
     L = (1/N) sum_counted (lse - z_t)
+    ### BEGIN ANSWER
     dL/dz = (p - onehot(t)) / N      on counted positions, 0 on ignored ones
+    ### END ANSWER
 
 Mean squared error over predictions y and targets y* of the same shape, with n
 their number of entries::

@@ -9,6 +9,7 @@ and shifts it::
     xhat = (x - mu) * rstd                  (..., D)
     y    = xhat * weight + bias             (..., D)
 
+### BEGIN ANSWER
 Backward, with g = dy * weight (the gradient reaching xhat)::
 
     dweight += sum over rows of dy * xhat
@@ -17,6 +18,7 @@ Backward, with g = dy * weight (the gradient reaching xhat)::
 
 (the two means are the parts of the gradient flowing back through mu and
 through var).
+### END ANSWER
 
 Dropout, in training mode, zeroes each entry with probability p and scales the
 survivors by 1/(1-p) ("inverted dropout", so nothing changes at eval time)::
