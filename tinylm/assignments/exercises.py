@@ -23,6 +23,30 @@ Each exercise has
   (False for "find the bug": the expected gradients would give away which
   backward is broken; the kit checks those with the student's own
   numerical gradient instead, see :func:`self_check`).
+
+Why the graded inputs are large
+-------------------------------
+A backward pass can be faked by differentiating the forward pass numerically:
+central differences need 2 forward calls per input entry.  The graded inputs
+(``large=True``) make that hopeless inside the default 60 s per task, while a
+real backward takes milliseconds.  Forward time measured single-threaded (one
+BLAS thread, as in the sandbox) on a loaded 2-core machine; n = input and
+parameter entries of the largest case::
+
+    task          graded case                    n        1 forward   2n forwards
+    linear        x (2,128,256), W (256,256)     131 k    4 ms        ~1000 s
+    softmax CE    logits (1024, 512)             524 k    20 ms       ~20000 s
+    layer norm    x (4,128,512), D = 512         263 k    2.8 ms      ~1400 s
+    activations   x (1024, 1024)                 1.05 M   10 ms       ~21000 s
+    LSTM cell     B 64, I = H = 128              157 k    2.5 ms      ~800 s
+    BPTT (RNN)    B 16, T 64, I = H = 128        166 k    13 ms       ~4000 s
+    attention     (8, 128, 64) causal            197 k    12 ms       ~4600 s
+
+Even on a machine 10x faster every row stays above 60 s.  What this does
+NOT stop: a student who exploits the structure (an element-wise layer has a
+diagonal Jacobian, so two vectorised forward calls give every derivative;
+row-independent layers can be differentiated one row at a time) - but that
+student has found the structure of the derivative, which is the lesson.
 """
 
 import sys
@@ -182,7 +206,7 @@ def _layernorm():
                                     ("GELU (tanh)", 1, ["gelu_tanh"])])
 def _activations():
     def make_inputs(rng, large=False):
-        shape = (512, 512) if large else (3, 4)
+        shape = (1024, 1024) if large else (3, 4)
         return {"x": 2 * _r(rng, *shape), "dy": _r(rng, *shape)}
 
     def run(a):

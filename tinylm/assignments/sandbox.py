@@ -168,15 +168,18 @@ def view_arguments(task_dir, extra_masks=()):
             made.add(a)
         args += ["--ro-bind", b, b]
     # mask: installed packages (numpy is bound back below), the reference, its checkout
-    masks = _package_dirs() + reference_dirs(extra_masks)
-    for m in sorted(set(masks)):
-        if any(_inside(m, b) for b in binds) and os.path.isdir(m):
-            args += ["--tmpfs", m]
+    masks = [m for m in sorted(set(_package_dirs() + reference_dirs(extra_masks)))
+             if any(_inside(m, b) for b in binds) and os.path.isdir(m)]
+    for m in masks:
+        args += ["--size", "4096", "--tmpfs", m]
     for d in _numpy_dirs():
         args += ["--ro-bind", d, d]
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(TMPFS_SIZE), "--tmpfs", "/tmp",
              "--ro-bind", task_dir, "/task", "--chdir", "/tmp"]
+    # the masks and the root are tmpfs folders bwrap made: read-only too
+    for m in masks + ["/"]:
+        args += ["--remount-ro", m]
     return args
 
 
@@ -444,19 +447,16 @@ def _pid_namespace(info_fd):
     while True:
         b = os.read(info_fd, 4096)
         if not b:
-            break
+            return None              # bwrap failed before it started the sandbox
         data += b
         try:
             pid = int(json.loads(data.decode())["child-pid"])
-            break
-        except (ValueError, KeyError):
-            continue
-    else:
-        return None
-    try:
-        return os.readlink("/proc/%d/ns/pid" % pid)
-    except (OSError, UnboundLocalError):
-        return None
+        except (ValueError, KeyError, TypeError):
+            continue                 # not all of it yet
+        try:
+            return os.readlink("/proc/%d/ns/pid" % pid)
+        except OSError:
+            return None
 
 
 def _in_namespace(ns):
