@@ -474,7 +474,6 @@ def test_grade_prints_whole_test_names(kits, tmp_path):
 def test_grade_refuses_without_a_sandbox_unless_told(kits, tmp_path, monkeypatch):
     from tinylm.assignments import sandbox
     monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
-    monkeypatch.setattr(sandbox, "_CHECKED", {})
     out = tmp_path / "r.json"
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
         grader.grade(str(kits / "gradcheck" / "sol"), str(out), assignment="gradcheck",

@@ -149,7 +149,7 @@ def assert_zero(res, *words, points=10):
 def test_child_process_importing_the_reference(kits, tmp_path, token):
     # (subprocess goes through _posixsubprocess.fork_exec; without an audit hook to
     # dodge, calling it directly changes nothing)
-    paths = [ROOT] + sandbox._package_dirs()
+    paths = [ROOT] + sandbox.package_dirs()
     body = """
     import subprocess, sys
     code = ("import sys; sys.path[:0] = %r; import tinylm.gradcheck as g; "

@@ -120,7 +120,7 @@ def _numpy_dirs():
     return out
 
 
-def _package_dirs():
+def package_dirs():
     """Every folder Python would look for installed packages in (to be masked)."""
     dirs = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
     try:
@@ -154,26 +154,29 @@ def view_arguments(task_dir, extra_masks=()):
     for p in (prefix, os.path.dirname(os.path.dirname(exe))):
         if not any(_inside(p, b) for b in binds):
             binds.append(p)
-    made = set()
-    for b in binds:
-        # bwrap would give a created parent folder the host's mode (e.g. /root 0700,
-        # closed to nobody): create the parents, world-readable, first
-        parent = os.path.dirname(b)
-        ancestors = []
+    made = set(binds)
+
+    def ro_bind(path):
+        # bwrap would give a parent folder it creates the host's mode (e.g. /root 0700,
+        # closed to nobody): create the missing parents, world-readable, first
+        parent, ancestors = os.path.dirname(path), []
         while parent not in ("/", "") and parent not in made:
             ancestors.insert(0, parent)
             parent = os.path.dirname(parent)
         for a in ancestors:
-            args += ["--perms", "0755", "--dir", a]
+            if not any(_inside(a, b) for b in binds):
+                args.extend(["--perms", "0755", "--dir", a])
             made.add(a)
-        args += ["--ro-bind", b, b]
+        args.extend(["--ro-bind", path, path])
+    for b in binds:
+        ro_bind(b)
     # mask: installed packages (numpy is bound back below), the reference, its checkout
-    masks = [m for m in sorted(set(_package_dirs() + reference_dirs(extra_masks)))
+    masks = [m for m in sorted(set(package_dirs() + reference_dirs(extra_masks)))
              if any(_inside(m, b) for b in binds) and os.path.isdir(m)]
     for m in masks:
         args += ["--size", "4096", "--tmpfs", m]
     for d in _numpy_dirs():
-        args += ["--ro-bind", d, d]
+        ro_bind(d)
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(TMPFS_SIZE), "--tmpfs", "/tmp",
              "--ro-bind", task_dir, "/task", "--chdir", "/tmp"]
@@ -197,33 +200,31 @@ def bwrap_command(task_dir, argv, extra_masks=()):
     return cmd + view_arguments(task_dir, extra_masks) + ["--"] + list(argv)
 
 
-_CHECKED = {}
+_CHECKED = {}      # bwrap's path -> True, or why it cannot be used
 
 
 def check_sandbox():
     """Raise SandboxUnavailable (saying how to install one) unless bwrap works here."""
-    if "ok" in _CHECKED:
-        if _CHECKED["ok"] is not True:
-            raise SandboxUnavailable(_CHECKED["ok"])
-        return
     exe = bwrap_path()
     if exe is None:
-        _CHECKED["ok"] = "grading needs a sandbox and bwrap is not installed; " + INSTALL_HINT
-    else:
+        raise SandboxUnavailable("grading needs a sandbox and bwrap is not installed; "
+                                 + INSTALL_HINT)
+    if exe not in _CHECKED:
         d = tempfile.mkdtemp(prefix="tinylm-sbx-check-")
         try:
             os.chmod(d, 0o755)
             r = subprocess.run(bwrap_command(d, [_python(), "-I", "-S", "-c", "pass"]),
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-            _CHECKED["ok"] = True if r.returncode == 0 else (
+            _CHECKED[exe] = True if r.returncode == 0 else (
                 "bwrap is installed but cannot create a sandbox here (%s); it needs user "
                 "or privileged namespaces; %s" % (r.stderr.decode("utf-8", "replace").strip()
                                                   or "exit %d" % r.returncode, INSTALL_HINT))
         except (OSError, subprocess.SubprocessError) as exc:
-            _CHECKED["ok"] = "bwrap could not be run (%s); %s" % (exc, INSTALL_HINT)
+            _CHECKED[exe] = "bwrap could not be run (%s); %s" % (exc, INSTALL_HINT)
         finally:
             shutil.rmtree(d, ignore_errors=True)
-    check_sandbox()
+    if _CHECKED[exe] is not True:
+        raise SandboxUnavailable(_CHECKED[exe])
 
 
 # --------------------------------------------------------------------------
