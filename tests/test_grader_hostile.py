@@ -91,7 +91,8 @@ def _snapshot(*dirs):
     return out
 
 
-def _processes_with(*needles):
+def processes_with(*needles):
+    """[(pid, command line)] of the processes whose command line holds a needle."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit() and int(pid) != os.getpid():
@@ -119,10 +120,10 @@ def grade(sub, tmp_path, token, assignment="gradcheck", task="numerical_gradient
     elapsed = time.monotonic() - start
     # within the limit: one task's wall clock, plus starting and reading back
     assert elapsed < kw["timeout"] + 20, elapsed
-    assert _processes_with(token) == []
+    assert processes_with(token) == []
     if wait_after:
         time.sleep(wait_after)          # a daemon that survived would strike now
-        assert _processes_with(token) == []
+        assert processes_with(token) == []
     on_disk = json.loads(out.read_text())
     assert on_disk == res                      # what is on disk is the grader's result
     assert [f for f in os.listdir(out.parent) if f != "results.json"] == []

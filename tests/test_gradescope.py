@@ -21,6 +21,7 @@ import zipfile
 import pytest
 
 from tinylm.assignments import catalogue, kit, sandbox
+from test_grader_hostile import processes_with
 
 ROOT = catalogue.source_root()
 
@@ -122,17 +123,5 @@ def test_hostile_submission(autograder, tmp_path):
     assert [t["status"] for t in res["tests"]] == ["failed", "failed", "passed", "passed"]
     assert "NotImplementedError" in res["tests"][0]["output"]
     assert not os.path.exists("/autograder/results/results.json")
-    assert _processes_with(token) == []
+    assert processes_with(token) == []
 
-
-def _processes_with(needle):
-    found = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                if needle.encode() in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-    assert seconds < 2 * 20 + 30
