@@ -152,3 +152,14 @@ def status(assignment, root=None):
                 break
         out[t.id] = problem
     return out
+
+
+def ready(name, root=None):
+    """The assignment ``name``; ValueError unless every one of its regions is in the
+    source at ``root`` (default: the tinylm this process imports)."""
+    a = get(name)
+    problems = {k: v for k, v in status(a, root).items() if v}
+    if problems:
+        raise ValueError("assignment %r is not ready: %s" % (a.name, "; ".join(
+            "%s: %s" % kv for kv in problems.items())))
+    return a

@@ -56,12 +56,8 @@ exec env -u PYTHONPATH TINYLM_BACKEND=numpy "$PY" -m tinylm.cli assignment grade
 def make_autograder(name, out, root=None, timeout=sandbox.DEFAULT_TIMEOUT,
                     memory_mb=sandbox.DEFAULT_MEMORY // 2 ** 20):
     """Write Gradescope's autograder zip for assignment ``name`` to ``out``."""
-    a = catalogue.get(name)
     root = root or catalogue.source_root()
-    problems = {k: v for k, v in catalogue.status(a, root).items() if v}
-    if problems:
-        raise ValueError("assignment %r is not ready: %s" % (a.name, "; ".join(
-            "%s: %s" % kv for kv in problems.items())))
+    a = catalogue.ready(name, root)
     with tempfile.TemporaryDirectory(prefix="tinylm-gradescope-") as d:
         copy_package(root, d)       # the reference, solutions and all: the grader's side
         with open(os.path.join(d, "tinylm", "PURE_PYTHON"), "w", encoding="utf-8") as f:

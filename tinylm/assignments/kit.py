@@ -233,12 +233,8 @@ def _starter(t):
 
 def make_kit(name, out, solutions=False, root=None, force=False):
     """Write the kit for assignment ``name`` into ``out``; returns the Assignment."""
-    a = catalogue.get(name)
     root = root or catalogue.source_root()
-    problems = {k: v for k, v in catalogue.status(a, root).items() if v}
-    if problems:
-        raise KitError("assignment %r is not ready: %s" % (a.name, "; ".join(
-            "%s: %s" % kv for kv in problems.items())))
+    a = catalogue.ready(name, root)
     if os.path.exists(out) and os.listdir(out) and not force:
         raise KitError("%s exists and is not empty (use --force to write into it)" % out)
     os.makedirs(out, exist_ok=True)
