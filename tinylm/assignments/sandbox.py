@@ -388,11 +388,9 @@ def run_exercise(tree, exercise, inputs, timeout=DEFAULT_TIMEOUT, memory=DEFAULT
                 if sandboxed:
                     os.close(info_w)
                     info_w = None
-                    ns = _pid_namespace(info_r)
+                    ns = _pid_namespace(info_r, proc.pid)
                 try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
+                    timed_out = not _wait_unreaped(proc, timeout)
                 finally:
                     _kill(proc)
             # the sandbox's pid 1 is gone, so the kernel is killing everything left in
@@ -441,8 +439,23 @@ def run_exercise(tree, exercise, inputs, timeout=DEFAULT_TIMEOUT, memory=DEFAULT
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _pid_namespace(info_fd):
-    """The pid namespace ("pid:[inode]") of the sandbox, from bwrap's --info-fd."""
+def _parent(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _pid_namespace(info_fd, bwrap_pid):
+    """The pid namespace ("pid:[inode]") of the sandbox, from bwrap's --info-fd.
+
+    The sandbox's pid 1 is a child of ``bwrap_pid``: checked before and after
+    reading its namespace, so a pid already reused by another process is never
+    mistaken for it."""
     import json
     data = b""
     while True:
@@ -455,9 +468,15 @@ def _pid_namespace(info_fd):
         except (ValueError, KeyError, TypeError):
             continue                 # not all of it yet
         try:
-            return os.readlink("/proc/%d/ns/pid" % pid)
+            if _parent(pid) != bwrap_pid:
+                return None
+            ns = os.readlink("/proc/%d/ns/pid" % pid)
+            if _parent(pid) != bwrap_pid:
+                return None
         except OSError:
             return None
+        # never our own namespace (the pid could have been reused already)
+        return None if ns == os.readlink("/proc/self/ns/pid") else ns
 
 
 def _in_namespace(ns):
@@ -488,8 +507,24 @@ def _empty_namespace(ns, limit=10.0):
     return False
 
 
+def _wait_unreaped(proc, timeout):
+    """Wait up to ``timeout`` s for ``proc`` to exit WITHOUT reaping it (its pid, and
+    so its process group id, stays ours until :func:`_kill`); True if it exited."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+
+
 def _kill(proc):
-    """SIGKILL the sandbox: bwrap's process group; the kernel does the rest (pid ns)."""
+    """SIGKILL the sandbox's process group (bwrap's; the kernel kills the rest with
+    its pid namespace), then reap bwrap."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
