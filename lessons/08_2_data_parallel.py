@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.training import distributed
 

@@ -37,8 +37,8 @@ import zlib
 import numpy as np
 
 __all__ = ["Comm", "world", "mpi_available", "launched_by_mpi", "default_threads",
-           "shard_rows", "install_abort_on_error", "abort_with_message", "measure_step",
-           "DEFAULT_BUCKET_BYTES"]
+           "shard_rows", "install_abort_on_error", "abort_with_message",
+           "abort_with_traceback", "measure_step", "DEFAULT_BUCKET_BYTES"]
 
 DEFAULT_BUCKET_BYTES = 4 << 20
 
@@ -266,6 +266,14 @@ def abort_with_message(comm, exc, code=1, prefix="tinylm"):
     comm.abort(code)
 
 
+def abort_with_traceback(comm, exc_info=None):
+    """Print the exception being handled (with the rank's number) and abort the whole job."""
+    kind, value, tb = exc_info or sys.exc_info()
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write("tinylm: rank %d of %d failed:\n%s" % (comm.rank, comm.size, text))
+    comm.abort(1)
+
+
 def install_abort_on_error(comm):
     """An exception nobody catches on any rank ends the whole job at once.
 
@@ -278,10 +286,8 @@ def install_abort_on_error(comm):
     def hook(kind, value, tb):
         if issubclass(kind, KeyboardInterrupt):
             previous(kind, value, tb)
-        else:
-            text = "".join(traceback.format_exception(kind, value, tb))
-            sys.stderr.write("tinylm: rank %d of %d failed:\n%s" % (comm.rank, comm.size, text))
-        comm.abort(1)
+            comm.abort(130)
+        abort_with_traceback(comm, (kind, value, tb))
 
     sys.excepthook = hook
     return hook
@@ -352,10 +358,7 @@ def _main(argv=None):
     Run it under mpiexec -n N for N ranks (one process without)."""
     import argparse
     import json
-    try:
-        from tinylm.training.config import PRESETS
-    except ImportError:  # TEMP before the arch move
-        from tinylm.train import PRESETS
+    from tinylm.training.config import PRESETS
     from tinylm import kernels
     ap = argparse.ArgumentParser(prog="python -m tinylm.training.distributed",
                                  description=_main.__doc__)
