@@ -112,6 +112,8 @@ class Trainer:
         self.sampler = BatchSampler(self.train_ids, c.batch_size, c.block_size, seed=c.seed)
         # the global batch is cut into N ranks x K micro-batches (refused if it does not divide)
         n_ranks = comm.size if comm is not None else 1
+        if not isinstance(c.grad_accum, int) or c.grad_accum < 1:
+            raise ValueError("grad_accum must be a whole number >= 1, got %r" % (c.grad_accum,))
         distributed.shard_rows(c.batch_size, n_ranks * c.grad_accum, 0)
         self.rows = distributed.shard_rows(c.batch_size, n_ranks, comm.rank) \
             if comm is not None else None
