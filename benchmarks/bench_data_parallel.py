@@ -1,6 +1,6 @@
 """Data-parallel training on one machine: 1 process x T threads vs N MPI ranks x T/N threads.
 
-Each measurement is its own job (`python -m tinylm.training.distributed`, under
+Each measurement is its own job (`python -m tinylm.training.dp_timing`, under
 `mpiexec -n N` for N ranks): a few training steps of a preset on random tokens,
 with the same global batch, reporting median seconds per step, per part. The
 configurations are alternated, `--repeats` times, and the medians of the runs
@@ -30,7 +30,7 @@ def run(preset, ranks, threads, steps):
         import tinylm   # noqa: F401  (installed)
     except ImportError:
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "tinylm.training.distributed", "--preset", preset,
+    cmd = [sys.executable, "-m", "tinylm.training.dp_timing", "--preset", preset,
            "--steps", str(steps), "--warmup", "2"]
     if ranks > 1:
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")

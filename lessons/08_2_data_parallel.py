@@ -106,7 +106,7 @@ for N in (2, 3, 4, 8):
 
 # %%
 L.step("3. Measured: compute vs all-reduce in one training step, N = 1 and 2 processes")
-# python -m tinylm.training.distributed runs a few training steps of a preset on random tokens and
+# python -m tinylm.training.dp_timing runs a few training steps of a preset on random tokens and
 # prints the median seconds per part; under `mpiexec -n 2` each rank does half of the batch and
 # the ranks average their gradients (tinylm's bucketed MPI_Allreduce). The machine this runs on
 # decides the numbers: on a 2-core machine 2 ranks x 1 thread compete with 1 process x 2 threads.
@@ -117,7 +117,7 @@ have_mpi = distributed.mpi_available() and mpiexec is not None
 
 
 def measure(preset, n):
-    cmd = [sys.executable, "-m", "tinylm.training.distributed", "--preset", preset,
+    cmd = [sys.executable, "-m", "tinylm.training.dp_timing", "--preset", preset,
            "--steps", str(steps), "--warmup", "1"]
     env = dict(os.environ)
     if n > 1:

@@ -22,7 +22,8 @@ Cost model (a ring all-reduce, what MPICH uses for large messages): every rank
 sends and receives ``2 (N - 1) / N x S`` bytes for ``S`` bytes of gradients, so
 the time is about ``2 (N - 1) / N x S / bandwidth`` (+ latency per bucket),
 independent of the batch size; the compute per step shrinks as 1/N.  See
-docs/distributed.md and lessons/08_2_data_parallel.py.
+docs/distributed.md, lessons/08_2_data_parallel.py, and
+:mod:`tinylm.training.dp_timing` to measure it.
 
 mpi4py is optional (``pip install "tinylm[mpi]"``); this module imports it only
 when :func:`world` is called.  Nothing here runs when training on one process.
@@ -38,7 +39,7 @@ import numpy as np
 
 __all__ = ["Comm", "world", "mpi_available", "launched_by_mpi", "default_threads",
            "shard_rows", "install_abort_on_error", "abort_with_message",
-           "abort_with_traceback", "measure_step", "DEFAULT_BUCKET_BYTES"]
+           "abort_with_traceback", "DEFAULT_BUCKET_BYTES"]
 
 DEFAULT_BUCKET_BYTES = 4 << 20
 
@@ -291,93 +292,3 @@ def install_abort_on_error(comm):
 
     sys.excepthook = hook
     return hook
-
-
-# --------------------------------------------------------------------------
-# Measuring a data-parallel step: compute vs all-reduce (lesson 08_2, benchmarks)
-# --------------------------------------------------------------------------
-
-def measure_step(comm, model_config, batch_size, steps=5, warmup=2, vocab_size=96, seed=0):
-    """Median seconds of one data-parallel training step, split into its parts.
-
-    Each rank runs forward + backward on its batch_size / N rows of random
-    tokens (comm None: one process, the whole batch), averages the gradients
-    (comm only) and takes an AdamW step.  Returns a dict (the same on every
-    rank, rank 0's medians): compute_s, allreduce_s, step_s, tokens_per_s
-    (global tokens per second), grad_bytes (gradient bytes per all-reduce),
-    buckets, ranks, threads.
-    """
-    from tinylm import kernels, optim
-    from tinylm.models import build_model
-
-    size = comm.size if comm is not None else 1
-    rank = comm.rank if comm is not None else 0
-    model = build_model("gpt", dict(model_config, vocab_size=vocab_size, seed=seed))
-    T = model.config.block_size
-    rows = shard_rows(batch_size, size, rank)
-    rng = np.random.default_rng(seed)
-    params = model.parameters()
-    grads = [g for _, g in params]
-    opt = optim.AdamW(params, lr=1e-4)
-    if comm is not None:
-        comm.broadcast_([p for p, _ in params])
-    t_compute, t_reduce, t_step = [], [], []
-    for i in range(warmup + steps):
-        ids = rng.integers(0, vocab_size, size=(batch_size, T + 1))   # same on every rank
-        x, y = ids[rows, :-1], ids[rows, 1:]
-        if comm is not None:
-            comm.barrier()                 # start together: time the step, not the skew
-        t0 = time.perf_counter()
-        model.loss(x, y)
-        model.zero_grad()
-        model.backward()
-        t1 = time.perf_counter()
-        if comm is not None:
-            comm.average_(grads)
-        t2 = time.perf_counter()
-        optim.clip_grad_norm(params, 1.0)
-        opt.step()
-        t3 = time.perf_counter()
-        if i >= warmup:
-            t_compute.append(t1 - t0)
-            t_reduce.append(t2 - t1)
-            t_step.append(t3 - t0)
-    med = {k: float(np.median(v)) for k, v in
-           (("compute_s", t_compute), ("allreduce_s", t_reduce), ("step_s", t_step))}
-    out = dict(med, tokens_per_s=batch_size * T / med["step_s"],
-               grad_bytes=int(sum(g.nbytes for g in grads)),
-               buckets=comm.num_buckets(grads) if comm is not None else 0,
-               ranks=size, threads=kernels.get_num_threads(),
-               parameters=int(model.num_parameters()), batch_size=batch_size, block_size=T)
-    return comm.bcast(out) if comm is not None else out
-
-
-def _main(argv=None):
-    """python -m tinylm.training.distributed [--preset gpt-s] [--steps 5]: print measure_step as JSON.
-
-    Run it under mpiexec -n N for N ranks (one process without)."""
-    import argparse
-    import json
-    from tinylm.training.config import PRESETS
-    from tinylm import kernels
-    ap = argparse.ArgumentParser(prog="python -m tinylm.training.distributed",
-                                 description=_main.__doc__)
-    ap.add_argument("--preset", default="gpt-s", choices=sorted(PRESETS))
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="global batch (default: the preset's)")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    args = ap.parse_args(argv)
-    p = PRESETS[args.preset]
-    batch = args.batch_size or p["train"]["batch_size"]
-    comm = world() if launched_by_mpi() else None
-    if comm is not None:
-        install_abort_on_error(comm)
-        kernels.set_num_threads(default_threads(comm))
-    r = measure_step(comm, p["model_config"], batch, steps=args.steps, warmup=args.warmup)
-    if comm is None or comm.is_root:
-        print(json.dumps(dict(r, preset=args.preset)))
-
-
-if __name__ == "__main__":
-    _main()
