@@ -51,9 +51,9 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     configs = [(1, args.cores), (args.ranks, max(1, args.cores // args.ranks))]
-    print("| preset | configuration | tokens/s (median of %d runs) | step ms | all-reduce ms "
-          "| all-reduce share |" % args.repeats)
-    print("|---|---|---|---|---|---|")
+    print("| preset | configuration | tokens/s (median of %d runs) | step ms | compute ms "
+          "| waiting for the slower rank ms | all-reduce ms | all-reduce share |" % args.repeats)
+    print("|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         got = {c: [] for c in configs}
         for _ in range(args.repeats):
@@ -63,11 +63,14 @@ def main():
         for (n, t), rs in got.items():
             tps = float(np.median([r["tokens_per_s"] for r in rs]))
             step = float(np.median([r["step_s"] for r in rs]))
+            comp = float(np.median([r["compute_s"] for r in rs]))
+            wait = float(np.median([r["wait_s"] for r in rs]))
             red = float(np.median([r["allreduce_s"] for r in rs]))
             base = base or tps
-            print("| %s | %d process%s x %d thread%s | %.0f (%.2fx) | %.0f | %.1f | %.1f%% |"
-                  % (preset, n, "es" if n > 1 else "", t, "s" if t > 1 else "", tps,
-                     tps / base, 1e3 * step, 1e3 * red, 100 * red / step))
+            print("| %s | %d process%s x %d thread%s | %.0f (%.2fx) | %.0f | %.0f | %.1f | %.1f "
+                  "| %.1f%% |" % (preset, n, "es" if n > 1 else "", t, "s" if t > 1 else "",
+                                  tps, tps / base, 1e3 * step, 1e3 * comp, 1e3 * wait,
+                                  1e3 * red, 100 * red / step))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,8 @@ L.step("3. Measured: compute vs all-reduce in one training step, N = 1 and 2 pro
 # prints the median seconds per part; under `mpiexec -n 2` each rank does half of the batch and
 # the ranks average their gradients (tinylm's bucketed MPI_Allreduce). The machine this runs on
 # decides the numbers: on a 2-core machine 2 ranks x 1 thread compete with 1 process x 2 threads.
+# "waiting" is the time the faster rank waits for the slower one before the all-reduce: a
+# synchronous step goes at the pace of its slowest rank.
 presets = L.pick(["gpt-s", "gpt-m"], ["gpt-tiny", "gpt-s"])
 steps = L.pick(5, 1)
 mpiexec = shutil.which("mpiexec")
@@ -137,10 +139,10 @@ for preset in presets:
     for n in ((1, 2) if have_mpi else (1,)):
         m = measure(preset, n)
         measured[preset, n] = m
-        print("%-8s N=%d x %d thread(s): step %6.1f ms = compute %6.1f + all-reduce %5.1f ms "
-              "(%4.1f%%) + update; %7.0f tokens/s; %.2f MB of gradients"
+        print("%-8s N=%d x %d thread(s): step %6.1f ms = compute %6.1f + waiting %5.1f + "
+              "all-reduce %5.1f ms (%4.1f%%) + update; %7.0f tokens/s; %.2f MB of gradients"
               % (preset, n, m["threads"], 1e3 * m["step_s"], 1e3 * m["compute_s"],
-                 1e3 * m["allreduce_s"], 100 * m["allreduce_s"] / m["step_s"],
+                 1e3 * m["wait_s"], 1e3 * m["allreduce_s"], 100 * m["allreduce_s"] / m["step_s"],
                  m["tokens_per_s"], m["grad_bytes"] / 1e6))
     L.check("%s: the gradient all-reduced is 4 bytes per parameter (float32)" % preset,
             measured[preset, 1]["grad_bytes"] == 4 * measured[preset, 1]["parameters"])
