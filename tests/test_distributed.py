@@ -176,6 +176,11 @@ def test_cli_two_ranks_checkpoint_loads_in_one_process(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", os.path.join(out, "checkpoint.npz")]) == 0
     assert "perplexity" in capsys.readouterr().out
+    # --resume under mpiexec: rank 0 reads the checkpoint and sends it to the others
+    r, _ = _run(_cli("train", "--out", out, "--resume", "--steps", "9", "--sample-length", "0"),
+                n=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("resumed from") == 1 and "step 9/9" in r.stdout, r.stdout
     assert main(["generate", os.path.join(out, "best.npz"), "--prompt", "The ",
                  "--max-length", "20", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("The ")
