@@ -37,9 +37,9 @@ class TrainConfig:
                                        "fitted to it", low=0)
     batch_size: int = setting(16, "sequences per optimizer step (under mpiexec: all ranks "
                                   "together)", low=1)
-    grad_accum: int = setting(1, "sum the gradients of this many micro-batches of "
-                                 "batch_size / K before each step (the same step, less "
-                                 "memory)", low=1)
+    grad_accum: int = setting(1, "cut each batch into this many equal micro-batches and "
+                                 "sum their gradients before the step (the same step, "
+                                 "less memory)", low=1)
     block_size: int = setting(None, "tokens per sequence (default: the model's block_size, "
                                     "or 128)", low=1)
     optimizer: str = setting("adamw", "adamw (decoupled decay), adam (L2) or sgd",
