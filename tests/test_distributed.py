@@ -231,6 +231,8 @@ def two_hosts(tmp_path):
     tag = "%d" % (os.getpid() % 100000)
     a, b = "tlm%sa" % tag, "tlm%sb" % tag
     net = "10.78.%d" % (os.getpid() % 250)
+    if _sh("unshare", "--uts", "true").returncode:
+        pytest.skip("cannot create UTS namespaces here (unshare --uts failed)")
     if _sh("ip", "netns", "add", a).returncode:
         pytest.skip("cannot create network namespaces here (no CAP_SYS_ADMIN)")
     try:
