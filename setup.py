@@ -49,7 +49,13 @@ setup(
     package_data={"tinylm.lessons": ["README.md"]},
     include_package_data=False,
     install_requires=["numpy>=1.22", "cffi>=1.15", "matplotlib>=3.5"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # mpi: data-parallel training (`mpiexec -n N tinylm train`).  mpi4py and
+    # MPICH both come as binary wheels from PyPI, so no system MPI or compiler
+    # is needed; MPICH (not Open MPI) because its wheel runs as root without
+    # extra flags and its ABI is the one Intel MPI, MVAPICH and Cray MPICH
+    # share, so the same mpi4py also runs on a cluster's own MPI.
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"],
+                    "mpi": ["mpi4py>=4.0", "mpich>=4.2"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},

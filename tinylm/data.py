@@ -220,10 +220,17 @@ class BatchSampler:
         self.batches = 0                              # batches drawn so far
         self._offsets = np.arange(self.block_size)    # (T,)
 
-    def next_batch(self):
-        """-> (x, y), both (batch_size, block_size) int64."""
+    def next_batch(self, rows=None):
+        """-> (x, y), both (batch_size, block_size) int64.
+
+        rows: a slice of the batch to return instead of all of it (a
+        data-parallel rank's shard); the random generator advances by the
+        whole batch either way, so every shard comes from the same batch.
+        """
         n_starts = len(self.ids) - self.block_size    # valid s: 0 .. n_starts-1
         starts = self.rng.integers(0, n_starts, size=self.batch_size)     # (B,)
+        if rows is not None:
+            starts = starts[rows]
         index = starts[:, None] + self._offsets[None, :]                   # (B, T)
         self.batches += 1
         return self.ids[index], self.ids[index + 1]

@@ -20,6 +20,7 @@ EPILOG = """examples:
   tinylm train --out runs/quick --resume --steps 400   # continue a run
   tinylm train --config n_layer=6 --config d_model=192 --lr 1e-3 --warmup 200
   tinylm generate runs/gpt/best.npz --prompt 'The ' --max-length 200
+  mpiexec -n 2 tinylm train --steps 200         # data parallel on 2 processes (tinylm[mpi])
 """
 
 
@@ -117,21 +118,33 @@ def run(args):
     from tinylm import kernels
     from tinylm.generate import default_prompt, generate
     from tinylm.training import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig,
-                                 load_trained, train)
+                                 distributed, load_trained, train)
 
     if args.backend:
         kernels.set_backend(args.backend)
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                 if getattr(args, f.name) is not None}
+    comm = None
+    if distributed.launched_by_mpi():      # started by mpiexec -n N (N > 1): data parallel
+        try:
+            comm = distributed.world()
+        except RuntimeError as exc:
+            print("tinylm train: error: %s" % exc, file=sys.stderr)
+            return 2
+        distributed.install_abort_on_error(comm)   # any rank's crash ends the job
     try:
         trainer, result = train(
             model=args.model, preset=args.preset, data=args.data, glob=args.glob,
             tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_chars=args.max_chars,
             out=args.out, resume=args.resume, model_config=_model_config(args),
-            log=lambda s: print(s, flush=True), **settings)
+            log=lambda s: print(s, flush=True), comm=comm, **settings)
     except (ValueError, FileNotFoundError, KeyError) as exc:
+        if comm is not None:               # the other ranks may be waiting for this one
+            distributed.abort_with_message(comm, exc, code=2, prefix="tinylm train")
         print("tinylm train: error: %s" % exc, file=sys.stderr)
         return 2
+    if comm is not None and not comm.is_root:
+        return 0 if result.stopped != "non-finite" else 1
     out = trainer.out_dir
     print("stopped: %s after %d steps | best validation loss %.4f nats/token "
           "(perplexity %.2f)" % (result.stopped, result.step, result.best_val_loss,

@@ -35,7 +35,11 @@ class TrainConfig:
     steps: int = setting(1000, "optimizer steps (the LR schedule's horizon)", low=1)
     time_budget: float = setting(None, "stop after this many seconds; the LR schedule is "
                                        "fitted to it", low=0)
-    batch_size: int = setting(16, "sequences per batch", low=1)
+    batch_size: int = setting(16, "sequences per optimizer step (under mpiexec: all ranks "
+                                  "together)", low=1)
+    grad_accum: int = setting(1, "cut each batch into this many equal micro-batches and "
+                                 "sum their gradients before the step (the same step, "
+                                 "less memory)", low=1)
     block_size: int = setting(None, "tokens per sequence (default: the model's block_size, "
                                     "or 128)", low=1)
     optimizer: str = setting("adamw", "adamw (decoupled decay), adam (L2) or sgd",

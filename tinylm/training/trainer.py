@@ -18,6 +18,7 @@ import numpy as np
 from tinylm import checkpoint as ckpt
 from tinylm import optim
 from tinylm.data import BatchSampler
+from tinylm.training import distributed
 from tinylm.training.config import TrainConfig
 from tinylm.training.evaluation import evaluate
 from tinylm.training.state import BEST_NAME, CHECKPOINT_NAME, FORMAT, PLOT_NAME, layer_rngs
@@ -68,10 +69,21 @@ class Trainer:
 
     model_name and tokenizer are stored in checkpoints so `tinylm generate`
     and `tinylm eval` can rebuild everything from the file alone.
+
+    comm: a :class:`tinylm.training.distributed.Comm` for synchronous
+    data-parallel training under mpiexec (None: one process).  Every rank
+    builds the same Trainer; each step each rank computes on its own
+    batch_size / N rows of the global batch and the gradients are averaged
+    (see docs/distributed.md).  Rank 0's parameters are broadcast first; rank
+    0 alone evaluates, logs, writes checkpoints and the plot.  Unless
+    TINYLM_NUM_THREADS is set, each rank's C kernels get the cores of its
+    machine divided by the ranks on it.
     """
 
     def __init__(self, model, tokenizer, train_ids, val_ids, config=None, out_dir=None,
-                 model_name=None, log=print):
+                 model_name=None, log=print, comm=None):
+        self.comm = comm
+        self.is_root = comm is None or comm.is_root
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or TrainConfig()
@@ -83,7 +95,7 @@ class Trainer:
         self.val_ids = np.asarray(val_ids)
         self.out_dir = out_dir
         self.model_name = model_name
-        self.log = log or (lambda *a, **k: None)
+        self.log = (log if self.is_root else None) or (lambda *a, **k: None)
         _check_trainable(model, model_name)
         self.params = model.parameters()
         if c.optimizer not in optim.OPTIMIZERS:
@@ -98,6 +110,15 @@ class Trainer:
             self.optimizer = optim.OPTIMIZERS[c.optimizer](
                 self.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
         self.sampler = BatchSampler(self.train_ids, c.batch_size, c.block_size, seed=c.seed)
+        # the global batch is cut into N ranks x K micro-batches (refused if it does not divide)
+        n_ranks = comm.size if comm is not None else 1
+        if not isinstance(c.grad_accum, int) or c.grad_accum < 1:
+            raise ValueError("grad_accum must be a whole number >= 1, got %r" % (c.grad_accum,))
+        distributed.shard_rows(c.batch_size, n_ranks * c.grad_accum, 0)
+        self.rows = distributed.shard_rows(c.batch_size, n_ranks, comm.rank) \
+            if comm is not None else None
+        if comm is not None:
+            self._setup_ranks()
         self.step = 0
         self.best_val = math.inf
         self.bad_evals = 0
@@ -106,6 +127,23 @@ class Trainer:
         self._elapsed_before = 0.0   # seconds spent in earlier (resumed-from) runs
         self._t_warm = None          # elapsed seconds when the warm-up ended (time budgets)
         self.data_source = (None, None, None)  # (data, glob, max_chars), for --resume
+
+    def _setup_ranks(self):
+        """Data parallel: threads per rank, rank 0's parameters everywhere, own dropout RNGs."""
+        from tinylm import kernels
+        comm = self.comm
+        kernels.set_num_threads(distributed.default_threads(comm))
+        comm.broadcast_([p for p, _ in self.params])
+        if comm.rank > 0:
+            # each rank its own dropout masks (rank 0 keeps the one-process stream)
+            for i, (name, g) in enumerate(sorted(layer_rngs(self.model).items())):
+                seq = np.random.SeedSequence([self.config.seed, comm.rank, i])
+                g.bit_generator.state = type(g.bit_generator)(seq).state
+        self.log("data parallel: %d ranks x %d thread(s), %d sequences per rank per step, "
+                 "%.2f MB of gradients all-reduced in %d bucket(s)"
+                 % (comm.size, kernels.get_num_threads(), self.config.batch_size // comm.size,
+                    sum(g.nbytes for _, g in self.params) / 1e6,
+                    comm.num_buckets([g for _, g in self.params])))
 
     # -- schedule ----------------------------------------------------------
     def lr_at(self, step):
@@ -157,10 +195,19 @@ class Trainer:
         return arrays, meta
 
     def save(self, name=CHECKPOINT_NAME):
+        """Write a checkpoint (rank 0; with comm, every rank must call it)."""
         if self.out_dir is None:
+            return None
+        rank_rngs = None
+        if self.comm is not None:     # every rank's dropout RNGs, for --resume
+            rank_rngs = self.comm.gather({k: g.bit_generator.state
+                                          for k, g in layer_rngs(self.model).items()})
+        if not self.is_root:
             return None
         os.makedirs(self.out_dir, exist_ok=True)
         arrays, meta = self.state()
+        if rank_rngs is not None:
+            meta["rank_rngs"] = rank_rngs
         path = self._path(name)
         ckpt.save_checkpoint(path, arrays, meta)
         return path
@@ -174,7 +221,10 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.join_state(arrays, meta["optimizer"], "optim."))
         self.sampler.load_state_dict(meta["sampler"])
         rngs = layer_rngs(self.model)
-        for k, st in meta.get("rngs", {}).items():
+        saved = meta.get("rngs", {})
+        if self.comm is not None and len(meta.get("rank_rngs") or []) == self.comm.size:
+            saved = meta["rank_rngs"][self.comm.rank]
+        for k, st in saved.items():
             if k in rngs:
                 rngs[k].bit_generator.state = st
         self.step = int(meta["step"])
@@ -190,12 +240,20 @@ class Trainer:
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
 
     def evaluate(self, max_batches=None):
+        """Validation loss (with comm: computed on rank 0, sent to all)."""
         c = self.config
-        return evaluate(self.model, self.val_ids, c.block_size, c.batch_size,
-                        max_batches=c.eval_batches if max_batches is None else max_batches)
+        val = None
+        if self.is_root:
+            val = evaluate(self.model, self.val_ids, c.block_size, c.batch_size,
+                           max_batches=c.eval_batches if max_batches is None else max_batches)
+        if self.comm is not None:
+            self.comm.check_identical([p for p, _ in self.params])
+            val = self.comm.bcast(val)
+        return val
 
     def plot(self):
-        if self.out_dir is None or not self.config.plot or not self.history["step"]:
+        if self.out_dir is None or not self.config.plot or not self.history["step"] \
+                or not self.is_root:
             return None
         import matplotlib
         matplotlib.use("Agg")
@@ -240,6 +298,8 @@ class Trainer:
                   "%s elapsed" % _fmt_time(elapsed)]
         if eta is not None:
             parts.append("ETA %s" % _fmt_time(eta))
+        if self.comm is not None and self._run_elapsed() > 0:
+            parts.append("all-reduce %.1f%%" % (100 * self.comm.seconds / self._run_elapsed()))
         self.log(" | ".join(parts))
 
     # -- the loop ----------------------------------------------------------
@@ -248,8 +308,18 @@ class Trainer:
 
         until: stop after this step (as if interrupted; the LR schedule is
         still the full run's), e.g. to test that resuming reproduces a run.
-        Returns a :class:`TrainResult`.
+        Returns a :class:`TrainResult`.  With comm, an exception on any rank
+        prints that rank's traceback and aborts the whole MPI job (the other
+        ranks would otherwise wait for it in the next all-reduce forever).
         """
+        if self.comm is None or self.comm.size == 1:
+            return self._fit(until)
+        try:
+            return self._fit(until)
+        except Exception:
+            distributed.abort_with_traceback(self.comm)
+
+    def _fit(self, until):
         c = self.config
         self.model.train()
         self._t0 = time.perf_counter()
@@ -258,12 +328,16 @@ class Trainer:
         try:
             while True:
                 stopped = self._stop_reason(until)
+                step = self.step + 1
+                lr = None if stopped else self.lr_at(step - 1)    # the schedule counts from 0
+                if self.comm is not None and c.time_budget is not None:
+                    stopped, lr = self.comm.bcast((stopped, lr))  # rank 0's clock decides
                 if stopped:
                     break
-                step = self.step + 1
-                lr = self.optimizer.lr = self.lr_at(step - 1)     # the schedule counts from 0
-                x, y = self.sampler.next_batch()
-                loss, grad_norm = train_step(self.model, self.optimizer, x, y, c.grad_clip)
+                self.optimizer.lr = lr
+                x, y = self.sampler.next_batch(rows=self.rows)    # this rank's shard
+                loss, grad_norm = train_step(self.model, self.optimizer, x, y, c.grad_clip,
+                                             grad_accum=c.grad_accum, comm=self.comm)
                 if not self._finite(step, loss, grad_norm, lr):
                     stopped = "non-finite"
                     break
