@@ -30,6 +30,7 @@ LEVELS = [
     ("tinylm.training", 4),
     ("tinylm.train", 4),
     ("tinylm.generate", 4),
+    ("tinylm.complete", 4),
     ("tinylm.pretrained", 5),
     ("tinylm.teaching", 5),
     ("tinylm.assignments", 6),
