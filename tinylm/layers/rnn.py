@@ -43,7 +43,8 @@ from tinylm import kernels
 from tinylm.layers.activations import sigmoid
 from tinylm.layers.base import Layer
 from tinylm.layers.checks import Float, check_dtype, check_float, checked
-from tinylm.rng import default_rng
+from tinylm.layers.norm import Dropout
+from tinylm.rng import child_rng, default_rng
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 
@@ -339,6 +340,49 @@ class GRUCell(_Cell):
         return dx, (dh,)
 
 
+def _split_layers(layer, where, state, what):
+    """A stacked state (L, B, H) [or (h, c), each (L, B, H)] -> a list of L per-layer
+    states in the public form (None stays None); one layer: [state] unchanged."""
+    L, H = layer.num_layers, layer.hidden_size
+    if L == 1 or state is None:
+        return [state] * L
+    two = layer.layers["cell"].n_states == 2
+    if two and not (isinstance(state, (tuple, list)) and len(state) == 2):
+        raise TypeError("%s: the LSTM %s must be a tuple (h, c)" % (where, what))
+    parts = [None if a is None else np.asarray(a) for a in (state if two else (state,))]
+    for a in parts:
+        if a is not None and (a.ndim != 3 or a.shape[0] != L or a.shape[2] != H):
+            raise ValueError("%s: with num_layers=%d the %s must be (num_layers, batch, "
+                             "hidden) = (%d, B, %d), got shape %s" % (where, L, what, L, H,
+                                                                      a.shape))
+    if not two:
+        return [parts[0][k] for k in range(L)]
+    return [tuple(None if a is None else a[k] for a in parts) for k in range(L)]
+
+
+class _LayerStates:
+    """Spec of a stacked layer's initial state -> a list of per-layer states."""
+
+    def __init__(self, what):
+        self.what = what
+
+    def check(self, layer, where, name, state, values):
+        return _split_layers(layer, where, state, self.what)
+
+
+class _LayerGrads:
+    """Spec of a stacked layer's backward argument: dout or (dout, dstate_final)
+    -> (dout, a list of per-layer final-state gradients)."""
+
+    def check(self, layer, where, name, dout, values):
+        dfinal = None
+        if isinstance(dout, (tuple, list)):
+            if len(dout) != 2:
+                raise ValueError("%s: expected dout or (dout, dstate_final)" % where)
+            dout, dfinal = dout
+        return dout, _split_layers(layer, where, dfinal, "final state gradient")
+
+
 class _Recurrent(Layer):
     """A cell run over a whole sequence, with BPTT.  Child layer: ``cell``."""
 
@@ -390,42 +434,144 @@ class _Recurrent(Layer):
         return self.layers["cell"]._public(self.layers["cell"].initial_state(batch_size))
 
 
-class RNN(_Recurrent):
-    """Elman RNN over a sequence (PyTorch nn.RNN, one layer, batch_first=True).
+class _Stacked(_Recurrent):
+    """``num_layers`` sequence layers on top of each other, dropout between them (PyTorch's
+    ``num_layers`` and ``dropout``).
+
+    Layer 0 is this layer's own ``cell`` (run by :class:`_Recurrent`, so a
+    one-layer stack is exactly the single layer); layer k >= 1 is the child
+    ``layer{k}``, a one-layer sequence layer of the same kind reading H
+    features, and ``drop{k}`` is the dropout applied to its input::
+
+        out_0 = layer_0(x)                                   (B, T, H)
+        out_k = layer_k(dropout(out_{k-1}))    k = 1 .. L-1  (B, T, H)
+        out   = out_{L-1}
+
+    Dropout is active in training mode only and never after the last layer.
+    With L > 1 the states stack along a first axis, as PyTorch: h0 (L, B, H)
+    (LSTM: (h0, c0), each (L, B, H)); their gradients come back the same way.
+    Weights copy one to one: PyTorch's ``weight_ih_l{k}`` is ``cell.weight_ih``
+    for k = 0 and ``layer{k}.cell.weight_ih`` above (see :meth:`torch_names`).
+    """
+
+    def __init__(self, cell, make_layer, num_layers, dropout, rng):
+        super().__init__(cell)
+        if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+            raise ValueError("%s: num_layers must be an integer >= 1, got %r"
+                             % (type(self).__name__, num_layers))
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError("%s: dropout must be in [0, 1), got %r"
+                             % (type(self).__name__, dropout))
+        self.num_layers, self.dropout = int(num_layers), float(dropout)
+        for k in range(1, self.num_layers):
+            self.add_layer("drop%d" % k, Dropout(self.dropout, rng=child_rng(rng)))
+            self.add_layer("layer%d" % k, make_layer())
+
+    def _layer(self, k):
+        return self if k == 0 else self.layers["layer%d" % k]
+
+    def _stacked(self, states):
+        """A list of L per-layer states -> one stacked state (L, B, H) [or (h, c)]."""
+        if self.layers["cell"].n_states == 1:
+            return np.stack(states)
+        return tuple(np.stack([s[i] for s in states]) for i in range(2))
+
+    @checked(state=_LayerStates("initial state"))
+    def forward(self, x, state=None):
+        """x: (B, T, I), state (see the class doc) -> (out (B, T, H), final state)."""
+        if self.num_layers == 1:
+            return super().forward(x, state[0])
+        out, final = super().forward(x, state[0])                   # out_0 = layer_0(x)
+        finals = [final]
+        for k in range(1, self.num_layers):
+            out = self.layers["drop%d" % k].forward(out)            # dropout(out_{k-1})
+            out, final = self.layers["layer%d" % k].forward(out, state[k])
+            finals.append(final)                                    # out_k = layer_k(.)
+        return out, self._stacked(finals)
+
+    @checked(dout=_LayerGrads())
+    def backward(self, dout):
+        """dout (B, T, H), or (dout, dstate_final) -> (dx (B, T, I), dstate_initial)."""
+        dout, dfinals = dout            # dL/dout (B, T, H) or None; a list of L state gradients
+        if self.num_layers == 1:
+            return super().backward((dout, dfinals[0]))
+        dstates = [None] * self.num_layers
+        for k in reversed(range(1, self.num_layers)):
+            # forward: out_k = layer_k(dropout(out_{k-1}))
+            dout, dstates[k] = self.layers["layer%d" % k].backward((dout, dfinals[k]))
+            dout = self.layers["drop%d" % k].backward(dout)
+        # forward: out_0 = layer_0(x)
+        dx, dstates[0] = super().backward((dout, dfinals[0]))
+        return dx, self._stacked(dstates)
+
+    def initial_state(self, batch_size):
+        if self.num_layers == 1:
+            return super().initial_state(batch_size)
+        return self._stacked([super(_Stacked, self).initial_state(batch_size)] * self.num_layers)
+
+    def torch_names(self):
+        """{tinylm parameter name: PyTorch nn.RNN/LSTM/GRU parameter name}."""
+        names = {}
+        for k in range(self.num_layers):
+            prefix = "cell." if k == 0 else "layer%d.cell." % k
+            for n in self._layer(k).layers["cell"].params:
+                names[prefix + n] = "%s_l%d" % (n, k)
+        return names
+
+
+class RNN(_Stacked):
+    """Elman RNN over a sequence (PyTorch nn.RNN, batch_first=True).
 
     Parameters (in child ``cell``): cell.weight_ih (H, I), cell.weight_hh (H, H),
     cell.bias_ih (H,), cell.bias_hh (H,).
     forward(x (B, T, I), h0 (B, H) or None) -> (out (B, T, H), hT (B, H)).
     backward(dout) or backward((dout, dhT)) -> (dx (B, T, I), dh0 (B, H)).
+    num_layers > 1 stacks layers with ``dropout`` between them; states are then
+    (num_layers, B, H) (see :class:`_Stacked`).
     """
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", rng=None,
-                 dtype=np.float32):
-        super().__init__(RNNCell(input_size, hidden_size, bias, nonlinearity, rng, dtype))
+                 dtype=np.float32, num_layers=1, dropout=0.0):
+        rng = default_rng(rng)
+        super().__init__(RNNCell(input_size, hidden_size, bias, nonlinearity, rng, dtype),
+                         lambda: RNN(hidden_size, hidden_size, bias, nonlinearity, rng, dtype),
+                         num_layers, dropout, rng)
 
 
-class LSTM(_Recurrent):
-    """LSTM over a sequence (PyTorch nn.LSTM, one layer, batch_first=True), gates i, f, g, o.
+class LSTM(_Stacked):
+    """LSTM over a sequence (PyTorch nn.LSTM, batch_first=True), gates i, f, g, o.
 
     Parameters (in child ``cell``): cell.weight_ih (4H, I), cell.weight_hh (4H, H),
     cell.bias_ih (4H,), cell.bias_hh (4H,).
     forward(x (B, T, I), state (h0, c0) each (B, H), or None)
         -> (out (B, T, H), (hT, cT)).
     backward(dout) or backward((dout, (dhT, dcT))) -> (dx, (dh0, dc0)).
+    num_layers > 1 stacks layers with ``dropout`` between them; h and c are then
+    (num_layers, B, H) each (see :class:`_Stacked`).
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
-        super().__init__(LSTMCell(input_size, hidden_size, bias, rng, dtype))
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32,
+                 num_layers=1, dropout=0.0):
+        rng = default_rng(rng)
+        super().__init__(LSTMCell(input_size, hidden_size, bias, rng, dtype),
+                         lambda: LSTM(hidden_size, hidden_size, bias, rng, dtype),
+                         num_layers, dropout, rng)
 
 
-class GRU(_Recurrent):
-    """GRU over a sequence (PyTorch nn.GRU, one layer, batch_first=True), gates r, z, n.
+class GRU(_Stacked):
+    """GRU over a sequence (PyTorch nn.GRU, batch_first=True), gates r, z, n.
 
     Parameters (in child ``cell``): cell.weight_ih (3H, I), cell.weight_hh (3H, H),
     cell.bias_ih (3H,), cell.bias_hh (3H,).
     forward(x (B, T, I), h0 (B, H) or None) -> (out (B, T, H), hT (B, H)).
     backward(dout) or backward((dout, dhT)) -> (dx (B, T, I), dh0 (B, H)).
+    num_layers > 1 stacks layers with ``dropout`` between them; states are then
+    (num_layers, B, H) (see :class:`_Stacked`).
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
-        super().__init__(GRUCell(input_size, hidden_size, bias, rng, dtype))
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32,
+                 num_layers=1, dropout=0.0):
+        rng = default_rng(rng)
+        super().__init__(GRUCell(input_size, hidden_size, bias, rng, dtype),
+                         lambda: GRU(hidden_size, hidden_size, bias, rng, dtype),
+                         num_layers, dropout, rng)
