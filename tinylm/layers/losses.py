@@ -19,6 +19,13 @@ With log-sum-exp lse = m + log sum_j exp(z_j - m), the loss of one position is
     dL/dz = (p - onehot(t)) / N      on counted positions, 0 on ignored ones
     ### END ANSWER
 
+Label smoothing (``label_smoothing=eps``, PyTorch's semantics): the target is
+the mixture (1 - eps) onehot(t) + eps / V (uniform), so each counted position
+adds eps times the mean of -log p_j over all V classes::
+
+    L = (1/N) sum_counted [(1 - eps)(lse - z_t) + eps (lse - mean_j z_j)]
+    dL/dz = (p - onehot(t) + eps (onehot(t) - 1/V)) / N
+
 Mean squared error over predictions y and targets y* of the same shape, with n
 their number of entries::
 
@@ -70,11 +77,19 @@ class SoftmaxCrossEntropy(Layer):
     backward(dout=1.0) -> dlogits (..., V).  (targets get no gradient.)
     When every target is ignored the loss is 0 and the gradient is 0.
     After forward, ``self.count`` is the number of counted targets.
+    label_smoothing: eps in [0, 1] (PyTorch's ``CrossEntropyLoss(label_smoothing=)``):
+    the target distribution is (1 - eps) onehot + eps / V; ignored positions
+    still count for nothing.
     """
 
-    def __init__(self, ignore_index=-100):
+    def __init__(self, ignore_index=-100, label_smoothing=0.0):
         super().__init__()
         self.ignore_index = int(ignore_index)
+        eps = float(label_smoothing)
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError("SoftmaxCrossEntropy: label_smoothing must be in [0, 1], got %r"
+                             % (label_smoothing,))
+        self.label_smoothing = eps
 
     def _check_targets(self, where, a):
         z, t = a["logits"], a["targets"]
@@ -102,6 +117,11 @@ class SoftmaxCrossEntropy(Layer):
         lse = (m + np.log(s))[..., 0]                            # (...)
         z_t = np.take_along_axis(z, safe_t[..., None], axis=-1)[..., 0]   # (...)
         nll = np.where(keep, lse - z_t, 0)                       # (...), -log p_t
+        eps = self.label_smoothing
+        if eps:
+            # the uniform part of the target: mean_j -log p_j = lse - mean_j z_j
+            smooth = np.where(keep, lse - z.mean(axis=-1), 0)    # (...)
+            nll = (1 - eps) * nll + eps * smooth
         loss = nll.sum() / max(count, 1)
         self.count = count
         self._cache = (e / s, safe_t, keep, count)               # p (..., V)
@@ -119,6 +139,14 @@ class SoftmaxCrossEntropy(Layer):
         #   ->  dz = dout * keep * dz / count
         dz *= (keep[..., None] * (dout / max(count, 1))).astype(p.dtype)
         ### END SOLUTION
+        eps = self.label_smoothing
+        if eps:
+            # forward: nll = (1 - eps) nll + eps (lse - mean_j z_j)
+            #   ->  dz += eps (onehot(t) - 1/V), on counted positions, times dout / count
+            V = p.shape[-1]
+            shift = np.full(p.shape, -eps / V, dtype=p.dtype)                # (..., V)
+            np.put_along_axis(shift, safe_t[..., None], eps - eps / V, axis=-1)
+            dz += shift * (keep[..., None] * (dout / max(count, 1))).astype(p.dtype)
         return dz
 
 
