@@ -39,6 +39,7 @@ _REGISTRY = {
     "mlp": "tinylm.models.mlp:MLPConfig:MLPLM",
     "rnn": "tinylm.models.rnn:RNNLMConfig:RNNLM",
     "lstm": "tinylm.models.rnn:LSTMLMConfig:LSTMLM",
+    "gru": "tinylm.models.rnn:GRULMConfig:GRULM",
     "seq2seq": "tinylm.models.seq2seq:Seq2SeqConfig:Seq2Seq",
     "bert": "tinylm.models.bert:BERTConfig:BERT",
 }

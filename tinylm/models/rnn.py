@@ -1,13 +1,15 @@
-"""Recurrent language models: a tanh-RNN LM and an LSTM LM.
+"""Recurrent language models: a tanh-RNN LM, an LSTM LM and a GRU LM.
 
-Both are  Embedding -> Dropout -> RNN or LSTM -> Dropout -> Linear::
+All are  Embedding -> Dropout -> RNN, LSTM or GRU -> Dropout -> Linear::
 
     e_t = C[w_t]                             (B, E)   embedding
-    h_t = RNN(e_t, h_{t-1})                  (B, H)   tanh RNN cell, or LSTM cell with (h, c)
+    h_t = RNN(e_t, h_{t-1})                  (B, H)   tanh RNN cell, LSTM cell with (h, c), or GRU cell
     z_t = h_t W^T + b                        (B, V)   logits of w_{t+1}
 
 and predict every position (document 002 section 5's Keras model predicts only
-the last token; lesson 05_2 compares).  The recurrence runs over the whole
+the last token; lesson 05_2 compares).  With ``num_layers`` = L > 1 the
+recurrent layer is a stack of L layers with ``dropout`` between them (PyTorch's
+``num_layers``; the state is then (L, B, H) per tensor).  The recurrence runs over the whole
 sequence with back-propagation through time (``tinylm.layers.rnn``).
 
 Truncated BPTT, the ``stateful`` option.  A long text is cut into chunks of
@@ -34,11 +36,12 @@ import numpy as np
 from tinylm.layers.checks import check_ids
 from tinylm.layers.core import Embedding, Linear
 from tinylm.layers.norm import Dropout
-from tinylm.layers.rnn import LSTM, RNN
+from tinylm.layers.rnn import GRU, LSTM, RNN
 from tinylm.models._common import LanguageModel
 from tinylm.rng import spawn
 
-__all__ = ["RNNLMConfig", "RNNLM", "LSTMLMConfig", "LSTMLM", "tbptt_batches"]
+__all__ = ["RNNLMConfig", "RNNLM", "LSTMLMConfig", "LSTMLM", "GRULMConfig", "GRULM",
+           "tbptt_batches"]
 
 
 @dataclass
@@ -46,8 +49,9 @@ class RNNLMConfig:
     vocab_size: int = 65      # V
     emb_dim: int = 64         # E
     hidden: int = 256         # H
-    dropout: float = 0.0      # on the embeddings and on the RNN outputs
+    dropout: float = 0.0      # on the embeddings, between stacked layers, on the RNN outputs
     block_size: int = 64      # training chunk length T (truncated BPTT length)
+    num_layers: int = 1       # L stacked recurrent layers
     stateful: bool = False    # carry the final state to the next batch (see module doc)
     nonlinearity: str = "tanh"   # "tanh" or "relu"
     seed: int = 0
@@ -61,6 +65,20 @@ class LSTMLMConfig:
     hidden: int = 256         # H
     dropout: float = 0.0
     block_size: int = 128     # training chunk length T
+    num_layers: int = 1       # L stacked LSTM layers
+    stateful: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass
+class GRULMConfig:
+    vocab_size: int = 65      # V
+    emb_dim: int = 64         # E
+    hidden: int = 256         # H
+    dropout: float = 0.0
+    block_size: int = 128     # training chunk length T
+    num_layers: int = 1       # L stacked GRU layers
     stateful: bool = False
     seed: int = 0
     dtype: str = "float32"
@@ -69,7 +87,7 @@ class LSTMLMConfig:
 class _RecurrentLM(LanguageModel):
     """Embedding -> Dropout -> recurrent layer -> Dropout -> Linear (see module doc).
 
-    Children: embed Embedding(V, E), drop_in, rnn (RNN or LSTM, E -> H),
+    Children: embed Embedding(V, E), drop_in, rnn (RNN, LSTM or GRU, E -> H),
     drop_out, head Linear(H, V).
     """
 
@@ -97,7 +115,7 @@ class _RecurrentLM(LanguageModel):
         if not (self.config.stateful and self.training) or self.state is None:
             return None
         h = self.state[0] if isinstance(self.state, tuple) else self.state
-        if h.shape[0] != B or h.dtype != self.dtype:
+        if h.shape[-2] != B or h.dtype != self.dtype:      # h: (B, H) or (L, B, H)
             self.state = None        # a new batch size (or dtype): start afresh
             return None
         return self.state
@@ -152,6 +170,15 @@ class _RecurrentLM(LanguageModel):
         self._last = None            # a generation step is not differentiated
         return logits
 
+    def reorder_cache(self, cache, index):
+        """The cache whose row r continues row index[r] (beam search); the batch axis of
+        a state h (B, H) or (L, B, H) is its second-to-last."""
+        state = cache["state"]
+        if state is not None:
+            pick = lambda s: s[..., index, :]                 # noqa: E731
+            state = tuple(pick(s) for s in state) if isinstance(state, tuple) else pick(state)
+        return {"state": state, "batch_size": len(index)}
+
 
 class RNNLM(_RecurrentLM):
     """Elman (tanh) RNN language model.  forward(idx (B, T)) -> logits (B, T, V)."""
@@ -160,7 +187,8 @@ class RNNLM(_RecurrentLM):
         super().__init__(RNNLMConfig() if config is None else config)
         c = self.config
         self._build(lambda rng, dtype: RNN(c.emb_dim, c.hidden, nonlinearity=c.nonlinearity,
-                                           rng=rng, dtype=dtype))
+                                           rng=rng, dtype=dtype, num_layers=c.num_layers,
+                                           dropout=c.dropout))
 
 
 class LSTMLM(_RecurrentLM):
@@ -169,7 +197,18 @@ class LSTMLM(_RecurrentLM):
     def __init__(self, config=None):
         super().__init__(LSTMLMConfig() if config is None else config)
         c = self.config
-        self._build(lambda rng, dtype: LSTM(c.emb_dim, c.hidden, rng=rng, dtype=dtype))
+        self._build(lambda rng, dtype: LSTM(c.emb_dim, c.hidden, rng=rng, dtype=dtype,
+                                            num_layers=c.num_layers, dropout=c.dropout))
+
+
+class GRULM(_RecurrentLM):
+    """GRU language model (gates r, z, n as PyTorch's nn.GRU)."""
+
+    def __init__(self, config=None):
+        super().__init__(GRULMConfig() if config is None else config)
+        c = self.config
+        self._build(lambda rng, dtype: GRU(c.emb_dim, c.hidden, rng=rng, dtype=dtype,
+                                           num_layers=c.num_layers, dropout=c.dropout))
 
 
 def tbptt_batches(ids, batch_size, block_size):
