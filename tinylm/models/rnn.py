@@ -72,16 +72,9 @@ class LSTMLMConfig:
 
 
 @dataclass
-class GRULMConfig:
-    vocab_size: int = 65      # V
-    emb_dim: int = 64         # E
-    hidden: int = 256         # H
-    dropout: float = 0.0
-    block_size: int = 128     # training chunk length T
-    num_layers: int = 1       # L stacked GRU layers
-    stateful: bool = False
-    seed: int = 0
-    dtype: str = "float32"
+class GRULMConfig(LSTMLMConfig):
+    """The GRU LM has the LSTM LM's settings (vocab_size, emb_dim, hidden, dropout,
+    block_size, num_layers, stateful, seed, dtype)."""
 
 
 class _RecurrentLM(LanguageModel):
