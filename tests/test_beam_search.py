@@ -246,15 +246,23 @@ def hf_gpt2():
     dict(num_beams=3, no_repeat_ngram_size=2),
     dict(num_beams=5, num_return_sequences=3),
     dict(no_repeat_ngram_size=2),
-    dict(num_beams=2, eos_token_id=None),
+    dict(num_beams=4, length_penalty=0.0),
+    dict(num_beams=3, early_stopping=True, length_penalty=-2.0),
 ])
 @pytest.mark.parametrize("prompt", [[3, 4, 5], [7], [2, 9, 2, 9]])
 def test_equals_hugging_face_generate(hf_gpt2, kw, prompt):
     torch, hf, ours = hf_gpt2
-    kw = dict(kw)
-    eos = kw.pop("eos_token_id", 1)
-    extra = dict(eos_token_id=eos, pad_token_id=eos) if eos is not None else {}
     ref = hf.generate(torch.tensor([prompt]), max_length=14, do_sample=False,
-                      **extra, **kw).numpy()
-    got = generate_ids(ours, prompt, max_length=14, eos_token_id=eos, **kw)
+                      eos_token_id=1, pad_token_id=1, **kw).numpy()
+    got = generate_ids(ours, prompt, max_length=14, eos_token_id=1, **kw)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_hugging_face_cases_include_sequences_that_end_early(hf_gpt2):
+    """The parity cases above exercise eos and length_penalty: some beams end before
+    max_length, and the penalty changes which sequence wins."""
+    _, _, ours = hf_gpt2
+    outs = {lp: generate_ids(ours, [3, 4, 5], max_length=14, num_beams=4, eos_token_id=1,
+                             length_penalty=lp) for lp in (-1.0, 2.0)}
+    assert outs[-1.0].shape[1] < 14
+    assert outs[-1.0].shape != outs[2.0].shape or (outs[-1.0] != outs[2.0]).any()
