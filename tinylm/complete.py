@@ -87,7 +87,7 @@ def _load(model, tokenizer):
         if tokenizer is not None:
             raise ValueError("complete: a checkpoint carries its own tokenizer; do not "
                              "pass tokenizer= with a path")
-        from tinylm.train import load_trained
+        from tinylm.training import load_trained
         m, tok, meta, _ = load_trained(os.fspath(model))
         return m, tok, str(meta.get("model", os.fspath(model)))
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
