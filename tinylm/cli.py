@@ -16,6 +16,7 @@ COMMANDS = {
     "gradcheck": ("tinylm.commands.gradcheck", "gradient-check built-in layers: tinylm gradcheck lstm | all | --list"),
     "train": ("tinylm.commands.train", "train a language model (default: a small GPT on Python's docs, ~5 min)"),
     "generate": ("tinylm.commands.generate", "continue a prompt with a trained checkpoint"),
+    "complete": ("tinylm.commands.complete", "complete a prompt like the old OpenAI Completions call: --max-tokens, --n, --stop"),
     "eval": ("tinylm.commands.eval", "validation loss and perplexity of a trained checkpoint"),
     "lesson": ("tinylm.commands.lesson", "list the lessons, or run one: tinylm lesson 04_2 --fast"),
     "assignment": ("tinylm.commands.assignment", "assignments: list, make a kit, check, submit, grade"),

@@ -10,6 +10,7 @@ def add_arguments(parser):
   tinylm generate runs/gpt/best.npz --prompt 'The list ' --max-length 200
   tinylm generate runs/gpt/best.npz --prompt 'def ' --greedy
   tinylm generate runs/gpt/best.npz --prompt 'A' --num-return-sequences 3 --top-p 0.9 --seed 1
+  tinylm generate runs/gpt/best.npz --prompt 'The ' --num-beams 5 --no-repeat-ngram-size 3
 """
     parser.add_argument("checkpoint", help="a checkpoint written by `tinylm train` (.npz)")
     parser.add_argument("--prompt", default=None,
@@ -25,6 +26,19 @@ def add_arguments(parser):
                         help="nucleus sampling: the smallest set with this probability")
     parser.add_argument("--greedy", action="store_true",
                         help="always take the most likely token (no sampling)")
+    parser.add_argument("--num-beams", type=int, default=1,
+                        help="beam search with this many beams (deterministic; > 1 "
+                             "turns sampling off)")
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam search: score = log-prob / length ** this "
+                             "(> 0 favours longer endings; needs an end token)")
+    parser.add_argument("--early-stopping", choices=["true", "false", "never"],
+                        default="false",
+                        help="beam search: stop once num_beams sequences have ended "
+                             "(true), by a heuristic (false), or only when no beam can "
+                             "improve (never)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                        help="never repeat an n-gram of this size (0: off)")
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed for sampling (reproducible output)")
     parser.add_argument("--no-cache", action="store_true",
@@ -44,10 +58,14 @@ def run(args):
     if prompt is None:
         prompt = default_prompt(tok)
     try:
+        early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
         texts = generate(model, tok, prompt, max_length=args.max_length,
                          num_return_sequences=args.num_return_sequences,
-                         do_sample=not args.greedy, temperature=args.temperature,
-                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         do_sample=not args.greedy and args.num_beams == 1,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         num_beams=args.num_beams, length_penalty=args.length_penalty,
+                         early_stopping=early,
+                         no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed,
                          use_cache=not args.no_cache)
     except ValueError as exc:
         print("tinylm generate: error: %s" % exc, file=sys.stderr)
