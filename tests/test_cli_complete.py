@@ -45,3 +45,15 @@ def test_generate_with_beams(ckpt, capsys):
     assert out.count("=== sequence") == 2
     assert main(["generate", ckpt, "--prompt", "The ", "--max-length", "20", "--num-beams",
                  "2", "--num-return-sequences", "3"]) == 2          # more than num_beams
+
+
+def test_gru_preset_trains_then_completes_and_beam_searches(tmp_path, capsys):
+    out = str(tmp_path / "gru")
+    assert main(["train", "--preset", "gru-tiny", "--max-chars", "5000", "--steps", "3",
+                 "--out", out, "--sample-length", "5"]) == 0
+    ckpt = os.path.join(out, "best.npz")
+    capsys.readouterr()
+    assert main(["complete", ckpt, "--prompt", "The ", "--max-tokens", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "gru"
+    assert main(["generate", ckpt, "--prompt", "The ", "--max-length", "16",
+                 "--num-beams", "3"]) == 0

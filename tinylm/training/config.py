@@ -83,6 +83,17 @@ PRESETS = {
                                        dropout=0.0),
                      train=dict(steps=50, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5,
                                 eval_interval=25, eval_batches=4)),
+    # a two-layer GRU LM (PyTorch's num_layers=2, dropout between the layers)
+    "gru-s": dict(model="gru",
+                  model_config=dict(emb_dim=64, hidden=256, num_layers=2, dropout=0.1,
+                                    block_size=64),
+                  train=dict(steps=1500, time_budget=290.0, batch_size=16, lr=3e-3,
+                             min_lr=3e-4, warmup=50, eval_interval=150)),
+    "gru-tiny": dict(model="gru",
+                     model_config=dict(emb_dim=16, hidden=32, num_layers=2, dropout=0.1,
+                                       block_size=16),
+                     train=dict(steps=50, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5,
+                                eval_interval=25, eval_batches=4)),
 }
 DEFAULT_PRESET = {"gpt": "gpt-s"}
 
