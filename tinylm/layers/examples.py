@@ -97,6 +97,14 @@ def _cross_entropy(rng, dt):
                    description="SoftmaxCrossEntropy, logits (3, 4, 7), one ignored target")
 
 
+def _cross_entropy_smoothed(rng, dt):
+    t = rng.integers(0, 7, (3, 4))
+    t[0, 1] = -100                                          # one ignored target
+    return Example(SoftmaxCrossEntropy(label_smoothing=0.1), (_n(rng, 3, 4, 7) * 2, t),
+                   input_names=["logits"],
+                   description="SoftmaxCrossEntropy(label_smoothing=0.1), one ignored target")
+
+
 def _mse(rng, dt):
     return Example(MSELoss(), (_n(rng, 4, 5), _n(rng, 4, 5)), input_names=["y", "target"],
                    description="MSELoss on (4, 5)")
@@ -131,6 +139,17 @@ def _seq(cls, lstm=False):
         return Example(layer, (_n(rng, 2, 5, 3), state), input_names=names,
                        description="%s(3, 4) over x (2, 5, 3) with an initial state; output "
                                    "and final state both get gradients" % cls.__name__)
+    return make
+
+
+def _stacked(cls, lstm=False):
+    def make(rng, dt):
+        layer = randomize_params(cls(3, 4, rng=rng, dtype=dt, num_layers=2, dropout=0.3), rng)
+        state = (_n(rng, 2, 2, 4), _n(rng, 2, 2, 4)) if lstm else _n(rng, 2, 2, 4)
+        names = ["x", "h0", "c0"] if lstm else ["x", "h0"]
+        return Example(layer, (_n(rng, 2, 5, 3), state), input_names=names,
+                       description="%s(3, 4, num_layers=2, dropout=0.3) in training mode over "
+                                   "x (2, 5, 3), states (2, 2, 4)" % cls.__name__)
     return make
 
 
@@ -224,12 +243,15 @@ EXAMPLES = {
     "gelu_tanh": _elementwise(GELU, "tanh"),
     "softmax": _softmax,
     "cross_entropy": _cross_entropy,
+    "cross_entropy_smoothed": _cross_entropy_smoothed,
     "mse": _mse,
     "layernorm": _layernorm,
     "dropout": _dropout,
     "rnn": _seq(RNN),
     "lstm": _seq(LSTM, lstm=True),
     "gru": _seq(GRU),
+    "lstm_stacked": _stacked(LSTM, lstm=True),
+    "gru_stacked": _stacked(GRU),
     "rnn_cell": _cell(RNNCell),
     "lstm_cell": _cell(LSTMCell, lstm=True),
     "gru_cell": _cell(GRUCell),
