@@ -48,6 +48,10 @@ result is exact), or as soon as num_beams sequences are finished
 (``early_stopping=True``).  At the start only beam 0 is live (the others score
 -inf) so the first step does not pick the same token num_beams times.
 
+``eos_token_id`` (any decoding mode): a row that produces this token has
+ended; later positions are padded with it, and generation stops once every row
+has ended.
+
 ``no_repeat_ngram_size=n`` (any decoding mode): a token that would complete an
 n-gram already present in the sequence (prompt included) gets probability 0.
 
@@ -55,7 +59,9 @@ Caches and beams: when beams are re-ranked, beam b's next step continues the
 sequence of some earlier beam, so the cache rows are reordered: a model may
 define ``reorder_cache(cache, index)``; otherwise every array in the cache
 (nested in dicts, lists, tuples) whose first axis is the batch is indexed
-along that axis (GPT's keys/values (B, H, t, dh), an RNN's state (B, H)).
+along that axis (GPT's keys/values (B, H, t, dh)).  A model whose cache has
+its batch elsewhere must define ``reorder_cache`` (the recurrent LMs do: a
+stacked state is (L, B, H)).
 """
 
 import numpy as np
