@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tinylm.generate import banned_ngram_mask, generate, generate_ids
+from tinylm.generate import banned_ngram_mask, generate, generate_ids, sequence_log_prob
 from tinylm.layers.base import Layer
 from tinylm.layers.losses import log_softmax
 
@@ -91,6 +91,17 @@ def test_wide_beam_with_eos_equals_exhaustive_search(length_penalty):
             r = r[:r.index(eos, len(prompt)) + 1]
         got.append(tuple(r))
     assert got == [s for s, _ in ranked[:3]]
+
+
+def test_sequence_log_prob_is_the_beam_score():
+    m = ToyLM(4, seed=5)
+    rows = generate_ids(m, [1, 2], max_length=7, num_beams=6, num_return_sequences=3)
+    got = sequence_log_prob(m, rows, 2)
+    want = [seq_logprob(m, tuple(r), 2) for r in rows]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[0] >= got[1] >= got[2]                       # rows come best first
+    with pytest.raises(ValueError, match="prompt_length"):
+        sequence_log_prob(m, rows, 0)
 
 
 def test_narrow_beam_can_miss_the_best_sequence_and_one_beam_is_greedy():

@@ -69,7 +69,7 @@ import numpy as np
 from tinylm.layers.losses import log_softmax
 
 __all__ = ["generate", "generate_ids", "next_token_distribution", "banned_ngram_mask",
-           "reorder_cache", "default_prompt"]
+           "reorder_cache", "default_prompt", "sequence_log_prob"]
 
 
 def _check_args(max_length, num_return_sequences, do_sample, temperature, top_k, top_p,
@@ -399,6 +399,34 @@ def generate(model, tokenizer, prompt, max_length=100, num_return_sequences=1,
             row = row[:row.index(eos_token_id, len(ids)) + 1]      # drop the padding
         texts.append(tokenizer.decode(row))
     return texts
+
+
+def sequence_log_prob(model, rows, prompt_length):
+    """Sum of log p(token | everything before it) over each row's generated part.
+
+    rows: (N, L) int token ids (e.g. from :func:`generate_ids`); prompt_length:
+    how many leading tokens are the prompt (not scored).  Returns float64 (N,).
+    This is the score beam search maximises (before any length penalty), so
+    greedy, beam and sampled continuations can be compared on it.  The model
+    reads each row whole, so L must fit the model's ``max_context``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or not 1 <= prompt_length <= rows.shape[1]:
+        raise ValueError("sequence_log_prob: rows must be (N, L) with 1 <= prompt_length <= L, "
+                         "got shape %s and prompt_length %r" % (rows.shape, prompt_length))
+    limit = getattr(model, "max_context", None)
+    if limit is not None and rows.shape[1] > limit:
+        raise ValueError("sequence_log_prob: rows of %d tokens are longer than the model's "
+                         "context (%d)" % (rows.shape[1], limit))
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        logp = log_softmax(np.asarray(model.forward(rows), dtype=np.float64))  # (N, L, V)
+    finally:
+        model.train(was_training)
+    # position t - 1 predicts token t
+    picked = np.take_along_axis(logp[:, :-1], rows[:, 1:, None], axis=-1)[..., 0]   # (N, L-1)
+    return picked[:, prompt_length - 1:].sum(axis=1)
 
 
 def default_prompt(tokenizer):
