@@ -52,7 +52,7 @@ def test_backward_scales_with_dout_and_accumulates():
 def test_bad_inputs_say_what():
     m = SkipGram(SkipGramConfig(vocab_size=9, dim=5))
     c, o, n = batch()
-    with pytest.raises(ValueError, match="negatives"):
+    with pytest.raises(ValueError, match="negatives"):  # 1-D, not (B, K)
         m.forward(c, o, n[:, 0])
     with pytest.raises(ValueError, match="batch size"):
         m.forward(c, o[:-1], n)

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinylm.layers.base import Layer
-from tinylm.layers.core import Embedding
 from tinylm.layers.activations import sigmoid
+from tinylm.layers.base import Layer
+from tinylm.layers.checks import Ids, Scalar, checked
+from tinylm.layers.core import Embedding
 
 __all__ = ["SkipGramConfig", "SkipGram", "skipgram_pairs", "NegativeSampler",
            "WordVectors", "train_word2vec"]
@@ -71,8 +72,19 @@ class SkipGram(Layer):
                                               init_std=std))
         self._cache = None
 
+    @property
+    def vocab_size(self):
+        return self.config.vocab_size
+
+    def _same_batch(self, where, a):
+        B = (a["center"].shape[0], a["context"].shape[0], a["negatives"].shape[0])
+        if len(set(B)) != 1:
+            raise ValueError("%s: center, context and negatives must have the same batch "
+                             "size, got %d, %d, %d" % ((where,) + B))
+
+    @checked(center=Ids("vocab_size", ndim=1), context=Ids("vocab_size", ndim=1),
+             negatives=Ids("vocab_size", ndim=2), also=_same_batch)
     def forward(self, center, context, negatives):
-        center, context, negatives = self._check(center, context, negatives)
         B, K = negatives.shape
         v = self.layers["in_embed"].forward(center)                          # (B, D)
         targets = np.concatenate([context[:, None], negatives], axis=1)      # (B, 1+K)
@@ -84,11 +96,9 @@ class SkipGram(Layer):
         self._cache = (v, u, s, y)
         return np.asarray(loss, dtype=s.dtype)
 
+    @checked(dout=Scalar())
     def backward(self, dout=1.0):
-        if self._cache is None:
-            raise RuntimeError("SkipGram.backward: call forward first")
         v, u, s, y = self._cache
-        dout = np.asarray(dout, dtype=s.dtype).reshape(())
         B = s.shape[0]
         # forward: L = sum softplus(-y s) / B  ->  ds = -y sigma(-y s) / B
         ds = -y * sigmoid(-y * s) * (dout / B)                               # (B, 1+K)
@@ -99,21 +109,6 @@ class SkipGram(Layer):
         self.layers["out_embed"].backward(du)
         self.layers["in_embed"].backward(dv)
         return None
-
-    def _check(self, center, context, negatives):
-        out = []
-        for name, a, nd in (("center", center, 1), ("context", context, 1),
-                            ("negatives", negatives, 2)):
-            a = np.asarray(a)
-            if a.dtype.kind not in "iu" or a.ndim != nd:
-                raise ValueError("SkipGram.forward: %s must be a %d-D integer array, got %s %s"
-                                 % (name, nd, a.dtype, a.shape))
-            out.append(a)
-        if not (out[0].shape[0] == out[1].shape[0] == out[2].shape[0]):
-            raise ValueError("SkipGram.forward: center %s, context %s and negatives %s must "
-                             "have the same batch size"
-                             % (out[0].shape, out[1].shape, out[2].shape))
-        return out
 
     @property
     def vectors(self):
