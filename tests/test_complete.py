@@ -110,3 +110,33 @@ def test_on_a_checkpoint_written_by_tinylm_train(tmp_path):
         assert (c.finish_reason == "stop") == (len(c.text) < 10)
     with pytest.raises(ValueError, match="tokenizer"):
         complete(out + "/best.npz", "The ", tokenizer=object())
+
+
+def test_generation_ends_once_every_choice_has_stopped(pair):
+    """With stop strings, sampling stops early: the texts are the no-stop texts cut at the
+    first stop, and usage counts only the tokens up to the stop."""
+    kw = dict(max_tokens=60, temperature=1.2, n=3, seed=0)
+    free = complete(pair, "the ", **kw)
+    stop = "\n"
+    assert all(stop in c.text for c in free.choices)        # every choice reaches it
+    cut = complete(pair, "the ", stop=stop, **kw)
+    assert [c.text for c in cut.choices] == [c.text[:c.text.index(stop)] for c in free.choices]
+    assert all(c.finish_reason == "stop" for c in cut.choices)
+    assert cut.usage["completion_tokens"] == sum(len(c.text) + 1 for c in cut.choices)
+
+
+def test_stopping_criteria_in_generate_ids(pair):
+    m, tok = pair
+    ids = tok.encode("qu")
+    full = generate_ids(m, ids, max_length=40, do_sample=True, num_return_sequences=2, seed=3)
+    calls = []
+
+    def at_ten(rows):
+        calls.append(rows.shape[1])
+        return np.full(rows.shape[0], rows.shape[1] >= 10)
+    early = generate_ids(m, ids, max_length=40, do_sample=True, num_return_sequences=2,
+                         seed=3, stopping_criteria=at_ten)
+    np.testing.assert_array_equal(early, full[:, :10])
+    assert calls[-1] == 10
+    with pytest.raises(ValueError, match="beam"):
+        generate_ids(m, ids, max_length=9, num_beams=2, stopping_criteria=at_ten)

@@ -11,7 +11,8 @@ with any tinylm language model:
    temperature 0 means greedy decoding, the same text ``n`` times);
 3. decode each continuation; if it contains one of the ``stop`` strings, cut it
    just before the first one (the stop string is not returned) and report
-   ``finish_reason="stop"``, else ``"length"`` (max_tokens reached);
+   ``finish_reason="stop"``, else ``"length"`` (max_tokens reached); generation
+   ends as soon as every choice has reached a stop string;
 4. return an object with ``choices[i].text``, ``choices[i].finish_reason``,
    ``choices[i].index`` and ``usage`` (token counts), like the old response
    (attributes or ``response["choices"][0]["text"]``).
@@ -158,22 +159,33 @@ def complete(model, prompt, max_tokens=16, temperature=1.0, n=1, stop=None, top_
             raise ValueError("complete: the prompt is empty after tokenization; give at "
                              "least one token to start from")
         greedy = temperature == 0
+        head = tok.decode(ids)
+
+        def continuation(row):
+            """The text a row adds to the prompt (decoded whole: a byte-level token
+            may complete a character of the prompt)."""
+            full = tok.decode([int(t) for t in row])
+            return full[len(head):] if full.startswith(head) else tok.decode(
+                [int(t) for t in row[len(ids):]])
+
+        def finished(rows):
+            return [any(s in continuation(r) for s in stops) for r in rows]
         rows = generate_ids(model, ids, max_length=len(ids) + int(max_tokens),
                             num_return_sequences=1 if greedy else int(n),
                             do_sample=not greedy, temperature=temperature or 1.0,
                             top_p=None if top_p == 1 else top_p,
-                            seed=None if greedy else int(rng.integers(2 ** 63)))
+                            seed=None if greedy else int(rng.integers(2 ** 63)),
+                            stopping_criteria=finished if stops else None)
         if greedy:
             rows = np.repeat(rows, int(n), axis=0)
-        head = tok.decode(ids)
         prompt_tokens += len(ids)
         for row in rows:
-            new = [int(t) for t in row[len(ids):]]
-            full = tok.decode(list(ids) + new)
-            # decode the whole row: a byte-level token may complete a character of the prompt
-            cont = full[len(head):] if full.startswith(head) else tok.decode(new)
-            cont, reason = _cut_at_stop(cont, stops)
-            completion_tokens += len(new)
+            cont, reason = _cut_at_stop(continuation(row), stops)
+            used = len(row) - len(ids)
+            if reason == "stop":            # tokens up to the one that completed the stop string
+                used = next(k for k in range(1, used + 1)
+                            if _cut_at_stop(continuation(row[:len(ids) + k]), stops)[1] == "stop")
+            completion_tokens += used
             choices.append(CompletionChoice(cont, len(choices), reason))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}

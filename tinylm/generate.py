@@ -248,19 +248,27 @@ def _check_prompt(prompt_ids, max_length):
 def generate_ids(model, prompt_ids, max_length=100, num_return_sequences=1,
                  do_sample=False, temperature=1.0, top_k=None, top_p=None,
                  num_beams=1, length_penalty=1.0, early_stopping=False,
-                 no_repeat_ngram_size=0, eos_token_id=None, seed=None, use_cache=True):
+                 no_repeat_ngram_size=0, eos_token_id=None, seed=None, use_cache=True,
+                 stopping_criteria=None):
     """Continue a prompt of token ids; returns an int64 array (N, L), L <= max_length.
 
     prompt_ids: sequence of ints (length >= 1).  N = num_return_sequences.
     Without ``eos_token_id`` every row has max_length tokens.  With it, a row
     that produced eos is padded with eos after it, and generation stops once
     every row has ended (then L < max_length is possible), as in Hugging Face.
+    stopping_criteria (greedy and sampling only): a function of the rows so
+    far, ids (N, t) -> bool (N,), True for a row that is finished (e.g. its
+    text reached a stop string); generation stops once every row is finished.
+    Finished rows are not padded: the caller cuts them.
     Beam search rows come best first.  The model is put in eval mode while
     generating (no dropout) and its mode is restored afterwards.
     """
     _check_args(max_length, num_return_sequences, do_sample, temperature, top_k, top_p,
                 num_beams, length_penalty, early_stopping, no_repeat_ngram_size)
     prompt = _check_prompt(prompt_ids, max_length)
+    if stopping_criteria is not None and num_beams > 1:
+        raise ValueError("generate: stopping_criteria works with greedy decoding and "
+                         "sampling, not with beam search (num_beams=%d)" % num_beams)
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -270,13 +278,13 @@ def generate_ids(model, prompt_ids, max_length=100, num_return_sequences=1,
                                 eos_token_id, use_cache)
         return _decode(model, prompt, max_length, num_return_sequences, do_sample,
                        temperature, top_k, top_p, no_repeat_ngram_size, eos_token_id,
-                       seed, use_cache)
+                       seed, use_cache, stopping_criteria)
     finally:
         model.train(was_training)
 
 
 def _decode(model, prompt, max_length, N, do_sample, temperature, top_k, top_p,
-            no_repeat_ngram_size, eos_token_id, seed, use_cache):
+            no_repeat_ngram_size, eos_token_id, seed, use_cache, stopping_criteria):
     """Greedy or sampled decoding, one token per step for all N rows."""
     rng = np.random.default_rng(seed)
     out = np.empty((N, max_length), dtype=np.int64)                  # (N, L)
@@ -295,7 +303,8 @@ def _decode(model, prompt, max_length, N, do_sample, temperature, top_k, top_p,
             done |= nxt == eos_token_id
         out[:, cur] = nxt
         cur += 1
-        if done.all():
+        if done.all() or (stopping_criteria is not None
+                          and np.all(stopping_criteria(out[:, :cur]))):
             return out[:, :cur]
         if cur < max_length:
             logits = stepper.next(out[:, :cur])
