@@ -3,7 +3,7 @@
 All are  Embedding -> Dropout -> RNN, LSTM or GRU -> Dropout -> Linear::
 
     e_t = C[w_t]                             (B, E)   embedding
-    h_t = RNN(e_t, h_{t-1})                  (B, H)   tanh RNN cell, LSTM cell with (h, c), or GRU cell
+    h_t = cell(e_t, h_{t-1})                 (B, H)   tanh RNN, LSTM (with c) or GRU cell
     z_t = h_t W^T + b                        (B, V)   logits of w_{t+1}
 
 and predict every position (document 002 section 5's Keras model predicts only
