@@ -7,10 +7,11 @@ All are  Embedding -> Dropout -> RNN, LSTM or GRU -> Dropout -> Linear::
     z_t = h_t W^T + b                        (B, V)   logits of w_{t+1}
 
 and predict every position (document 002 section 5's Keras model predicts only
-the last token; lesson 05_2 compares).  With ``num_layers`` = L > 1 the
-recurrent layer is a stack of L layers with ``dropout`` between them (PyTorch's
-``num_layers``; the state is then (L, B, H) per tensor).  The recurrence runs over the whole
-sequence with back-propagation through time (``tinylm.layers.rnn``).
+the last token; lesson 05_2 compares).  The recurrence runs over the whole
+sequence with back-propagation through time (``tinylm.layers.rnn``).  With
+``num_layers`` = L > 1 the recurrent layer is a stack of L layers with
+``dropout`` between them (PyTorch's ``num_layers``); its state is then (L, B, H)
+per tensor.
 
 Truncated BPTT, the ``stateful`` option.  A long text is cut into chunks of
 ``block_size`` tokens.  With ``stateful=True`` the model, in training mode,
