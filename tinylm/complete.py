@@ -133,6 +133,24 @@ def _cut_at_stop(text, stops):
     return text, "length"
 
 
+def _continuation(tok, ids, row):
+    """The text a generated row adds to its prompt ids.  The row is decoded whole:
+    a byte-level token may complete a character the prompt's last bytes began."""
+    head = tok.decode(list(ids))
+    full = tok.decode([int(t) for t in row])
+    return full[len(head):] if full.startswith(head) else tok.decode(
+        [int(t) for t in row[len(ids):]])
+
+
+def _tokens_used(tok, ids, row, stops):
+    """How many new tokens a row needed: up to the one that completed a stop string."""
+    new = len(row) - len(ids)
+    for k in range(1, new + 1):
+        if _cut_at_stop(_continuation(tok, ids, row[:len(ids) + k]), stops)[1] == "stop":
+            return k
+    return new
+
+
 def complete(model, prompt, max_tokens=16, temperature=1.0, n=1, stop=None, top_p=1.0,
              seed=None, tokenizer=None):
     """Complete ``prompt`` with a tinylm model; returns a :class:`Completion`.
@@ -150,26 +168,19 @@ def complete(model, prompt, max_tokens=16, temperature=1.0, n=1, stop=None, top_
     model, tok, name = _load(model, tokenizer)
     rng = np.random.default_rng(seed)
     choices, prompt_tokens, completion_tokens = [], 0, 0
-    for text in prompts:
+    for prompt_text in prompts:
         try:
-            ids = tok.encode(text)
+            ids = tok.encode(prompt_text)
         except ValueError as exc:
             raise ValueError("complete: cannot encode the prompt: %s" % exc) from exc
         if not ids:
             raise ValueError("complete: the prompt is empty after tokenization; give at "
                              "least one token to start from")
         greedy = temperature == 0
-        head = tok.decode(ids)
 
-        def continuation(row):
-            """The text a row adds to the prompt (decoded whole: a byte-level token
-            may complete a character of the prompt)."""
-            full = tok.decode([int(t) for t in row])
-            return full[len(head):] if full.startswith(head) else tok.decode(
-                [int(t) for t in row[len(ids):]])
-
-        def finished(rows):
-            return [any(s in continuation(r) for s in stops) for r in rows]
+        def finished(rows):                        # rows (N, t) -> has each hit a stop?
+            return [_cut_at_stop(_continuation(tok, ids, r), stops)[1] == "stop"
+                    for r in rows]
         rows = generate_ids(model, ids, max_length=len(ids) + int(max_tokens),
                             num_return_sequences=1 if greedy else int(n),
                             do_sample=not greedy, temperature=temperature or 1.0,
@@ -180,13 +191,9 @@ def complete(model, prompt, max_tokens=16, temperature=1.0, n=1, stop=None, top_
             rows = np.repeat(rows, int(n), axis=0)
         prompt_tokens += len(ids)
         for row in rows:
-            cont, reason = _cut_at_stop(continuation(row), stops)
-            used = len(row) - len(ids)
-            if reason == "stop":            # tokens up to the one that completed the stop string
-                used = next(k for k in range(1, used + 1)
-                            if _cut_at_stop(continuation(row[:len(ids) + k]), stops)[1] == "stop")
-            completion_tokens += used
-            choices.append(CompletionChoice(cont, len(choices), reason))
+            text, reason = _cut_at_stop(_continuation(tok, ids, row), stops)
+            completion_tokens += _tokens_used(tok, ids, row, stops)
+            choices.append(CompletionChoice(text, len(choices), reason))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
     return Completion(choices, name, usage)
