@@ -42,7 +42,7 @@ def read_cdef():
         return "".join(line for line in f if not line.lstrip().startswith("#"))
 
 
-SOURCES = ["matmul.c", "attention.c", "info.c"]
+SOURCES = ["matmul.c", "attention.c", "attention_plain.c", "info.c"]
 
 
 def _new_compiler():
@@ -158,6 +158,9 @@ def make_builder(absolute=False):
         '#include "tinylm.h"\n',
         sources=[path(os.path.join(HERE, s)) for s in SOURCES],
         include_dirs=[path(HERE)],
+        # the headers and the .inc files the sources include: a change rebuilds
+        depends=sorted(path(os.path.join(HERE, f)) for f in os.listdir(HERE)
+                       if f.endswith((".h", ".inc"))),
         define_macros=[("TL_BUILD_FLAGS", '"%s"' % flag_text)],
         extra_compile_args=cflags,
         extra_link_args=ldflags,

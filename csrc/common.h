@@ -38,9 +38,26 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TL_RESTRICT __restrict__
+#define TL_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
 #define TL_RESTRICT
+#define TL_ALWAYS_INLINE static inline
 #endif
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return min64(max64(x, lo), hi); }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* This thread's number inside an OpenMP parallel region (0 in a serial build). */
+static inline int tl_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* 64-byte aligned scratch, portable (no aligned_alloc / posix_memalign).
  * NULL on failure (the caller returns TL_ENOMEM).  Free with tl_free. */

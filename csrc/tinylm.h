@@ -51,6 +51,22 @@ int tl_attn_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
                     const double *o, const double *dout, const double *lse,
                     double *dq, double *dk, double *dv, int nthreads);
 
+/* The same attention as plain loops (csrc/attention_plain.inc): the readable
+ * specification the fast kernel is tested against.  Serial, stores S whole. */
+int tl_attn_plain_fwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
+                          const float *q, const float *k, const float *v, float *o, float *lse);
+int tl_attn_plain_fwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
+                          const double *q, const double *k, const double *v,
+                          double *o, double *lse);
+int tl_attn_plain_bwd_f32(int64_t bh, int64_t tq, int64_t tk, int64_t d, float scale, int causal,
+                          const float *q, const float *k, const float *v,
+                          const float *o, const float *dout, const float *lse,
+                          float *dq, float *dk, float *dv);
+int tl_attn_plain_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, int causal,
+                          const double *q, const double *k, const double *v,
+                          const double *o, const double *dout, const double *lse,
+                          double *dq, double *dk, double *dv);
+
 /* Build information, for `tinylm info`. */
 const char *tl_simd_name(void);
 int tl_has_openmp(void);

@@ -491,3 +491,43 @@ def attention_backward(q, k, v, o, lse, dout, causal=False, scale=None):
                _ptr(kind, dq), _ptr(kind, dk), _ptr(kind, dv), _NUM_THREADS)
     _raise_status(kernel, status)
     return dq, dk, dv
+
+
+def _attention_plain_c(kernel, q, k, v, causal, scale, backward=None):
+    """Run the plain-loop C attention (csrc/attention_plain.inc) forward, or
+    backward when backward = (o, lse, dout)."""
+    if not c_available():
+        raise RuntimeError("%s: needs tinylm's C extension (%s)" % (kernel, _C_ERROR))
+    dtype, bh, tq, tk, d = _check_attention(kernel, q, k, v)
+    if backward is not None:
+        o, lse, dout = backward
+        _check_float("o/lse/dout", kernel, ("q", q), ("o", o), ("lse", lse), ("dout", dout))
+        if o.shape != q.shape or dout.shape != q.shape or lse.shape != q.shape[:-1]:
+            raise ValueError("%s: o %s and dout %s must match q %s, lse %s must be %s"
+                             % (kernel, o.shape, dout.shape, q.shape, lse.shape, q.shape[:-1]))
+    scale = _scale(scale, d, kernel)
+    kind = "float *" if dtype == np.float32 else "double *"
+    ins = [np.ascontiguousarray(x, dtype) for x in (q, k, v) + tuple(backward or ())]
+    if backward is None:
+        outs = [np.empty(q.shape, dtype), np.empty(q.shape[:-1], dtype)]
+        f = _lib.tl_attn_plain_fwd_f32 if dtype == np.float32 else _lib.tl_attn_plain_fwd_f64
+    else:
+        ins[3:] = ins[3], ins[5], ins[4]        # C order: o, dout, lse
+        outs = [np.empty(x.shape, dtype) for x in (q, k, v)]
+        f = _lib.tl_attn_plain_bwd_f32 if dtype == np.float32 else _lib.tl_attn_plain_bwd_f64
+    _raise_status(kernel, f(bh, tq, tk, d, scale, int(bool(causal)),
+                            *[_ptr(kind, x) for x in ins + outs]))
+    return tuple(outs)
+
+
+def attention_plain(q, k, v, causal=False, scale=None):
+    """:func:`attention` computed by plain C loops, one per formula line: the
+    readable version of the fast kernel, which the tests compare it with.
+    C backend only; slow (stores the scores whole)."""
+    return _attention_plain_c("attention_plain", q, k, v, causal, scale)
+
+
+def attention_plain_backward(q, k, v, o, lse, dout, causal=False, scale=None):
+    """:func:`attention_backward` computed by plain C loops (see attention_plain)."""
+    return _attention_plain_c("attention_plain_backward", q, k, v, causal, scale,
+                              backward=(o, lse, dout))
