@@ -8,10 +8,31 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#define TL_NTHREADS(n) ((n) > 0 ? (n) : omp_get_max_threads())
-#else
-#define TL_NTHREADS(n) 1
 #endif
+
+/* Threads and fork().  libgomp is not fork-safe: a child process forked after
+ * OpenMP started its thread pool (multiprocessing's default on Linux) hangs
+ * in its first parallel region, waiting for threads that were not copied.
+ * info.c registers a pthread_atfork handler that sets tl_fork_child in such
+ * a child; from then on every kernel runs on one thread (team of 1: the pool
+ * is never touched).  tl_pool_used records that a kernel asked for more than
+ * one thread, so a child forked before that keeps its threads. */
+extern int tl_pool_used;
+extern int tl_fork_child;
+
+/* Threads a kernel uses for the request n (n <= 0: OpenMP's default). */
+static inline int tl_nthreads(int n) {
+#ifdef _OPENMP
+    if (__atomic_load_n(&tl_fork_child, __ATOMIC_RELAXED)) return 1;
+    n = n > 0 ? n : omp_get_max_threads();
+    if (n > 1 && !__atomic_load_n(&tl_pool_used, __ATOMIC_RELAXED))
+        __atomic_store_n(&tl_pool_used, 1, __ATOMIC_RELAXED);
+    return n;
+#else
+    (void)n;
+    return 1;
+#endif
+}
 
 /* Vector width in bytes for the GCC/Clang vector extensions, chosen from what
  * the compiler was told the target supports.  A 64-byte vector type compiled

@@ -70,7 +70,10 @@ int tl_attn_plain_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double 
 /* Build information, for `tinylm info`. */
 const char *tl_simd_name(void);
 int tl_has_openmp(void);
-int tl_omp_max_threads(void);
+int tl_omp_max_threads(void);     /* 1 in a fork()ed child, see below */
+/* 1 in a child process forked after the kernels used OpenMP threads: libgomp
+ * cannot run its pool there, so the kernels run on one thread. */
+int tl_single_threaded_after_fork(void);
 const char *tl_build_flags(void);
 
 #endif

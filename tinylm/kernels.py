@@ -177,7 +177,10 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads the C kernels will use."""
+    """Threads the C kernels will use (1 in a process forked after they used
+    more: OpenMP's thread pool does not survive fork())."""
+    if c_available() and _lib.tl_single_threaded_after_fork():
+        return 1
     if _NUM_THREADS:
         return _NUM_THREADS
     return int(_lib.tl_omp_max_threads()) if c_available() else 1
@@ -195,6 +198,8 @@ def info():
         d["simd"] = _ffi.string(_lib.tl_simd_name()).decode()
         d["openmp"] = bool(_lib.tl_has_openmp())
         d["build_flags"] = _ffi.string(_lib.tl_build_flags()).decode()
+        # a fork()ed child of a process that used the thread pool runs on one thread
+        d["single_threaded_after_fork"] = bool(_lib.tl_single_threaded_after_fork())
     else:
         d["c_error"] = _C_ERROR
     return d
