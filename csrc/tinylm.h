@@ -67,6 +67,39 @@ int tl_attn_plain_bwd_f64(int64_t bh, int64_t tq, int64_t tk, int64_t d, double 
                           const double *o, const double *dout, const double *lse,
                           double *dq, double *dk, double *dv);
 
+/* Fused kernels (csrc/fused.inc; the NumPy specifications are in kernels.py).
+ * n rows of D (or V) elements, C-contiguous; outputs overwritten unless said. */
+int tl_layernorm_fwd_f32(int64_t n, int64_t D, float eps, const float *x, const float *w,
+                         const float *b, float *y, float *xhat, float *rstd, int nthreads);
+int tl_layernorm_bwd_f32(int64_t n, int64_t D, const float *dy, const float *xhat, const float *rstd,
+                         const float *w, float *dx, float *dw, float *db, int nthreads); /* dw, db: += */
+int tl_gelu_fwd_f32(int64_t n, int tanh_form, const float *x, float *y, int nthreads);
+int tl_gelu_bwd_f32(int64_t n, int tanh_form, const float *x, const float *dy, float *dx, int nthreads);
+int tl_softmax_xent_fwd_f32(int64_t n, int64_t V, const float *z, const int64_t *t,
+                            int64_t ignore_index, float *p, float *nll, int nthreads);
+int tl_softmax_xent_bwd_f32(int64_t n, int64_t V, const float *p, const int64_t *t,
+                            int64_t ignore_index, float scale, float *dz, int nthreads);
+int tl_adam_f32(int64_t n, float *p, const float *g, float *m, float *v, double lr, double b1,
+                double b2, double eps, double wd, int decoupled, double grad_scale,
+                int64_t t, int nthreads);
+int tl_embedding_bwd_f32(int64_t n, int64_t D, int64_t V, const int64_t *ids, const float *dy,
+                         float *dW, int nthreads); /* dW += */
+int tl_layernorm_fwd_f64(int64_t n, int64_t D, double eps, const double *x, const double *w,
+                         const double *b, double *y, double *xhat, double *rstd, int nthreads);
+int tl_layernorm_bwd_f64(int64_t n, int64_t D, const double *dy, const double *xhat, const double *rstd,
+                         const double *w, double *dx, double *dw, double *db, int nthreads); /* dw, db: += */
+int tl_gelu_fwd_f64(int64_t n, int tanh_form, const double *x, double *y, int nthreads);
+int tl_gelu_bwd_f64(int64_t n, int tanh_form, const double *x, const double *dy, double *dx, int nthreads);
+int tl_softmax_xent_fwd_f64(int64_t n, int64_t V, const double *z, const int64_t *t,
+                            int64_t ignore_index, double *p, double *nll, int nthreads);
+int tl_softmax_xent_bwd_f64(int64_t n, int64_t V, const double *p, const int64_t *t,
+                            int64_t ignore_index, double scale, double *dz, int nthreads);
+int tl_adam_f64(int64_t n, double *p, const double *g, double *m, double *v, double lr, double b1,
+                double b2, double eps, double wd, int decoupled, double grad_scale,
+                int64_t t, int nthreads);
+int tl_embedding_bwd_f64(int64_t n, int64_t D, int64_t V, const int64_t *ids, const double *dy,
+                         double *dW, int nthreads); /* dW += */
+
 /* Build information, for `tinylm info`. */
 const char *tl_simd_name(void);
 int tl_has_openmp(void);

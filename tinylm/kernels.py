@@ -536,3 +536,365 @@ def attention_plain_backward(q, k, v, o, lse, dout, causal=False, scale=None):
     """:func:`attention_backward` computed by plain C loops (see attention_plain)."""
     return _attention_plain_c("attention_plain_backward", q, k, v, causal, scale,
                               backward=(o, lse, dout))
+
+
+# --------------------------------------------------------------------------
+# Fused kernels (csrc/fused.inc).  Each has its NumPy reference, the spec,
+# which is also what the NumPy backend runs.  Inputs of any strides are
+# accepted (copied to C order when needed); outputs are new arrays unless
+# said otherwise.
+# --------------------------------------------------------------------------
+
+def _fused_fn(name, dtype):
+    return getattr(_lib, "tl_%s_%s" % (name, "f32" if dtype == np.float32 else "f64"))
+
+
+def _kind(dtype):
+    return "float *" if dtype == np.float32 else "double *"
+
+
+def _c(x, dtype=None):
+    return np.ascontiguousarray(x, dtype)
+
+
+def _check_vector(kernel, label, x, D, dtype):
+    if x.shape != (D,) or x.dtype != dtype:
+        raise ValueError("%s: %s must have shape (%d,) and dtype %s, got %s %s"
+                         % (kernel, label, D, dtype, x.shape, x.dtype))
+
+
+# LayerNorm over the last axis --------------------------------------------
+
+def layernorm_forward_reference(x, weight=None, bias=None, eps=1e-5):
+    """x: (..., D) -> (y, xhat, rstd): y, xhat (..., D), rstd (..., 1).
+
+        mu = mean(x); var = mean((x - mu)^2); rstd = 1/sqrt(var + eps)
+        xhat = (x - mu) * rstd;  y = xhat * weight + bias  (y = xhat without weight)
+    """
+    mu = x.mean(axis=-1, keepdims=True)                      # (..., 1)
+    xc = x - mu                                              # (..., D)
+    var = (xc * xc).mean(axis=-1, keepdims=True)             # (..., 1)
+    rstd = 1 / np.sqrt(var + x.dtype.type(eps))              # (..., 1)
+    xhat = xc * rstd                                         # (..., D)
+    y = xhat if weight is None else xhat * weight + bias     # (..., D)
+    return y, xhat, rstd
+
+
+def layernorm_backward_reference(dy, xhat, rstd, weight=None):
+    """-> (dx, dweight, dbias) (the last two None without weight).
+
+        g = dy * weight;  dweight = sum_rows dy * xhat;  dbias = sum_rows dy
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+    """
+    D = xhat.shape[-1]
+    dweight = dbias = None
+    g = dy
+    if weight is not None:
+        dweight = (dy * xhat).reshape(-1, D).sum(axis=0)
+        dbias = dy.reshape(-1, D).sum(axis=0)
+        g = dy * weight                                      # (..., D)
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True)
+                 - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, dweight, dbias
+
+
+def _check_layernorm(kernel, x, weight, bias):
+    dtype = _check_float("x", kernel, ("x", x))
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError("%s: x must have a non-empty last axis, got shape %s" % (kernel, x.shape))
+    D = x.shape[-1]
+    if (weight is None) != (bias is None):
+        raise ValueError("%s: pass both weight and bias, or neither" % kernel)
+    if weight is not None:
+        _check_vector(kernel, "weight", weight, D, dtype)
+        _check_vector(kernel, "bias", bias, D, dtype)
+    _check_dims(kernel, rows=x.size // D, D=D)
+    return dtype, D
+
+
+def layernorm_forward(x, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the last axis: see :func:`layernorm_forward_reference`."""
+    kernel = "layernorm_forward"
+    dtype, D = _check_layernorm(kernel, x, weight, bias)
+    if not eps > 0:
+        raise ValueError("%s: eps must be > 0, got %r" % (kernel, eps))
+    if _BACKEND == "numpy" or x.size == 0:
+        return layernorm_forward_reference(x, weight, bias, eps)
+    x = _c(x)
+    y, xhat = np.empty_like(x), np.empty_like(x)
+    rstd = np.empty(x.shape[:-1] + (1,), dtype)
+    k = _kind(dtype)
+    w = _ptr(k, _c(weight)) if weight is not None else _ffi.NULL
+    b = _ptr(k, _c(bias)) if bias is not None else _ffi.NULL
+    _raise_status(kernel, _fused_fn("layernorm_fwd", dtype)(
+        x.size // D, D, eps, _ptr(k, x), w, b, _ptr(k, y), _ptr(k, xhat), _ptr(k, rstd),
+        _NUM_THREADS))
+    return y, xhat, rstd
+
+
+def layernorm_backward(dy, xhat, rstd, weight=None):
+    """Backward of :func:`layernorm_forward` -> (dx, dweight, dbias)."""
+    kernel = "layernorm_backward"
+    dtype, D = _check_layernorm(kernel, xhat, weight, weight)
+    _check_float("dy/xhat/rstd", kernel, ("dy", dy), ("xhat", xhat), ("rstd", rstd))
+    if dy.shape != xhat.shape or rstd.shape != xhat.shape[:-1] + (1,):
+        raise ValueError("%s: dy %s must match xhat %s, rstd %s must be %s"
+                         % (kernel, dy.shape, xhat.shape, rstd.shape, xhat.shape[:-1] + (1,)))
+    if _BACKEND == "numpy" or xhat.size == 0:
+        return layernorm_backward_reference(dy, xhat, rstd, weight)
+    dy, xhat, rstd = _c(dy), _c(xhat), _c(rstd)
+    dx = np.empty_like(dy)
+    k = _kind(dtype)
+    if weight is None:
+        w = dw = db = _ffi.NULL
+        dweight = dbias = None
+    else:
+        dweight, dbias = np.zeros(D, dtype), np.zeros(D, dtype)
+        w, dw, db = _ptr(k, _c(weight)), _ptr(k, dweight), _ptr(k, dbias)
+    _raise_status(kernel, _fused_fn("layernorm_bwd", dtype)(
+        xhat.size // D, D, _ptr(k, dy), _ptr(k, xhat), _ptr(k, rstd), w, _ptr(k, dx), dw, db,
+        _NUM_THREADS))
+    return dx, dweight, dbias
+
+
+# GELU ----------------------------------------------------------------------
+
+_GELU_C = math.sqrt(2 / math.pi)
+_GELU_K = 0.044715
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf_reference(x):
+    """erf element-wise with Python's math.erf (the spec; slow)."""
+    return _erf_scalar(x.astype(np.float64)).astype(x.dtype)
+
+
+def gelu_forward_reference(x, approximate="tanh"):
+    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (approximate="tanh")
+    y = x/2 (1 + erf(x / sqrt 2))                            (approximate="none")"""
+    t = x.dtype.type
+    if approximate == "tanh":
+        u = t(_GELU_C) * (x + t(_GELU_K) * x * x * x)
+        return t(0.5) * x * (1 + np.tanh(u))
+    return t(0.5) * x * (1 + _erf_reference(x * t(1 / math.sqrt(2))))
+
+
+def gelu_backward_reference(dy, x, approximate="tanh"):
+    """dx = dy * (1/2 (1 + th) + x/2 (1 - th^2) du/dx),  th = tanh(u)   ("tanh")
+    dx = dy * (Phi(x) + x phi(x))                                       ("none")"""
+    t = x.dtype.type
+    if approximate == "tanh":
+        u = t(_GELU_C) * (x + t(_GELU_K) * x * x * x)
+        th = np.tanh(u)
+        du = t(_GELU_C) * (1 + t(3 * _GELU_K) * x * x)
+        return dy * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * du)
+    cdf = t(0.5) * (1 + _erf_reference(x * t(1 / math.sqrt(2))))
+    pdf = t(1 / math.sqrt(2 * math.pi)) * np.exp(t(-0.5) * x * x)
+    return dy * (cdf + x * pdf)
+
+
+def _gelu_form(kernel, approximate):
+    if approximate not in ("tanh", "none"):
+        raise ValueError("%s: approximate must be 'tanh' or 'none', got %r" % (kernel, approximate))
+    return int(approximate == "tanh")
+
+
+def gelu_forward(x, approximate="tanh", out=None):
+    """GELU: see :func:`gelu_forward_reference`.  ``out`` (C-contiguous, may
+    be x itself) receives y when given."""
+    kernel = "gelu_forward"
+    tanh_form = _gelu_form(kernel, approximate)
+    dtype = _check_float("x", kernel, ("x", x))
+    if _BACKEND == "numpy" or x.size == 0:
+        y = gelu_forward_reference(x, approximate)
+        if out is not None:
+            out[...] = y
+            return out
+        return y
+    x = _c(x)
+    if out is None:
+        out = np.empty_like(x)
+    elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError("%s: out must be C-contiguous, shape %s dtype %s" % (kernel, x.shape, dtype))
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("gelu_fwd", dtype)(x.size, tanh_form, _ptr(k, x),
+                                                        _ptr(k, out), _NUM_THREADS))
+    return out
+
+
+def gelu_backward(dy, x, approximate="tanh"):
+    """dx for :func:`gelu_forward` (recomputed from x, nothing cached)."""
+    kernel = "gelu_backward"
+    tanh_form = _gelu_form(kernel, approximate)
+    dtype = _check_float("dy/x", kernel, ("dy", dy), ("x", x))
+    if dy.shape != x.shape:
+        raise ValueError("%s: dy %s must match x %s" % (kernel, dy.shape, x.shape))
+    if _BACKEND == "numpy" or x.size == 0:
+        return gelu_backward_reference(dy, x, approximate)
+    dy, x = _c(dy), _c(x)
+    dx = np.empty_like(x)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("gelu_bwd", dtype)(x.size, tanh_form, _ptr(k, x), _ptr(k, dy),
+                                                        _ptr(k, dx), _NUM_THREADS))
+    return dx
+
+
+# softmax + cross-entropy over the last axis ----------------------------------
+
+def softmax_cross_entropy_reference(logits, targets, ignore_index=-100):
+    """logits (..., V), targets (...) ints in [0, V) or ignore_index
+    -> (loss, p, count): loss = sum of -log p[target] over counted rows / max(count, 1)
+    (0-d, logits' dtype), p = softmax(logits) (..., V), count = rows not ignored."""
+    keep = targets != ignore_index
+    safe_t = np.where(keep, targets, 0)
+    m = np.max(logits, axis=-1, keepdims=True)                  # (..., 1)
+    e = np.exp(logits - m)                                      # (..., V)
+    s = np.sum(e, axis=-1, keepdims=True)                       # (..., 1)
+    lse = (m + np.log(s))[..., 0]                               # (...)
+    z_t = np.take_along_axis(logits, safe_t[..., None], axis=-1)[..., 0]
+    nll = np.where(keep, lse - z_t, 0)                          # (...)
+    count = int(keep.sum())
+    return np.asarray(nll.sum() / max(count, 1), logits.dtype), e / s, count
+
+
+def softmax_cross_entropy_backward_reference(p, targets, count, dout=1.0, ignore_index=-100):
+    """dlogits = dout / max(count, 1) * (p - onehot(targets)), 0 on ignored rows."""
+    keep = targets != ignore_index
+    safe_t = np.where(keep, targets, 0)
+    dz = p.copy()
+    np.put_along_axis(dz, safe_t[..., None],
+                      np.take_along_axis(dz, safe_t[..., None], axis=-1) - 1, axis=-1)
+    dz *= (keep[..., None] * (dout / max(count, 1))).astype(p.dtype)
+    return dz
+
+
+def _check_xent(kernel, z, targets, ignore_index):
+    dtype = _check_float("logits", kernel, ("logits", z))
+    t = np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError("%s: targets must be integers, got dtype %s" % (kernel, t.dtype))
+    if z.ndim < 1 or z.shape[-1] == 0 or t.shape != z.shape[:-1]:
+        raise ValueError("%s: logits (..., V) with V > 0 and targets (...) expected, got %s and %s"
+                         % (kernel, z.shape, t.shape))
+    bad = (t != ignore_index) & ((t < 0) | (t >= z.shape[-1]))
+    if bad.any():
+        raise IndexError("%s: target %d is out of range [0, %d) (and is not ignore_index=%d)"
+                         % (kernel, t[bad].ravel()[0], z.shape[-1], ignore_index))
+    _check_dims(kernel, rows=t.size, V=z.shape[-1])
+    return dtype, t
+
+
+def softmax_cross_entropy(logits, targets, ignore_index=-100):
+    """Mean cross-entropy and softmax in one pass: see
+    :func:`softmax_cross_entropy_reference` -> (loss, p, count)."""
+    kernel = "softmax_cross_entropy"
+    dtype, t = _check_xent(kernel, logits, targets, ignore_index)
+    if _BACKEND == "numpy" or t.size == 0:
+        return softmax_cross_entropy_reference(logits, t, ignore_index)
+    z, t64 = _c(logits), _c(t, np.int64)
+    p = np.empty_like(z)
+    nll = np.empty(t.shape, dtype)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("softmax_xent_fwd", dtype)(
+        t.size, z.shape[-1], _ptr(k, z), _ptr("int64_t *", t64), ignore_index, _ptr(k, p),
+        _ptr(k, nll), _NUM_THREADS))
+    count = int(np.count_nonzero(t != ignore_index))
+    return np.asarray(nll.sum() / max(count, 1), dtype), p, count
+
+
+def softmax_cross_entropy_backward(p, targets, count, dout=1.0, ignore_index=-100):
+    """dlogits of :func:`softmax_cross_entropy` from its p and count."""
+    kernel = "softmax_cross_entropy_backward"
+    dtype, t = _check_xent(kernel, p, targets, ignore_index)
+    if _BACKEND == "numpy" or t.size == 0:
+        return softmax_cross_entropy_backward_reference(p, t, count, dout, ignore_index)
+    p, t64 = _c(p), _c(t, np.int64)
+    dz = np.empty_like(p)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("softmax_xent_bwd", dtype)(
+        t.size, p.shape[-1], _ptr(k, p), _ptr("int64_t *", t64), ignore_index,
+        float(dout) / max(count, 1), _ptr(k, dz), _NUM_THREADS))
+    return dz
+
+
+# Adam / AdamW update of one parameter buffer, in place ------------------------
+
+def adam_update_reference(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                          weight_decay=0.0, decoupled=True, grad_scale=1.0):
+    """One Adam step t = ``step`` >= 1 on p, m, v in place (g is not changed):
+
+        d = grad_scale * g
+        decoupled (AdamW): p = p (1 - lr wd)    else (Adam): d = d + wd p
+        m = b1 m + (1 - b1) d;   v = b2 v + (1 - b2) d^2
+        p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+    b1, b2 = betas
+    d = g * grad_scale if grad_scale != 1 else g
+    if decoupled and weight_decay:
+        p *= 1 - lr * weight_decay
+    elif weight_decay:
+        d = d + weight_decay * p
+    m *= b1
+    m += (1 - b1) * d
+    v *= b2
+    v += (1 - b2) * (d * d)
+    denom = np.sqrt(v) / math.sqrt(1 - b2 ** step) + eps
+    p -= (lr / (1 - b1 ** step)) * (m / denom)
+
+
+def adam_update(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                weight_decay=0.0, decoupled=True, grad_scale=1.0):
+    """Fused :func:`adam_update_reference`: p, m, v (C-contiguous, one dtype,
+    same shape as g) are updated in place."""
+    kernel = "adam_update"
+    dtype = _check_float("p/g/m/v", kernel, ("p", p), ("g", g), ("m", m), ("v", v))
+    for label, x in (("g", g), ("m", m), ("v", v)):
+        if x.shape != p.shape:
+            raise ValueError("%s: %s has shape %s, p has %s" % (kernel, label, x.shape, p.shape))
+    for label, x in (("p", p), ("m", m), ("v", v)):
+        if not x.flags.c_contiguous or not x.flags.writeable:
+            raise ValueError("%s: %s must be C-contiguous and writable" % (kernel, label))
+    if int(step) < 1:
+        raise ValueError("%s: step must be >= 1, got %r" % (kernel, step))
+    if _BACKEND == "numpy" or p.size == 0:
+        adam_update_reference(p, g, m, v, step, lr, betas, eps, weight_decay, decoupled,
+                              grad_scale)
+        return
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("adam", dtype)(
+        p.size, _ptr(k, p), _ptr(k, _c(g)), _ptr(k, m), _ptr(k, v), float(lr),
+        float(betas[0]), float(betas[1]), float(eps), float(weight_decay), int(bool(decoupled)),
+        float(grad_scale), int(step), _NUM_THREADS))
+
+
+# Embedding backward: scatter-add ----------------------------------------------
+
+def embedding_backward_reference(ids, dy, dweight):
+    """dweight[ids[i]] += dy[i] for every position (repeated ids add up), in place.
+    ids (...) ints, dy (..., D), dweight (V, D)."""
+    np.add.at(dweight, ids.ravel(), dy.reshape(-1, dweight.shape[1]))
+
+
+def embedding_backward(ids, dy, dweight):
+    """Fused :func:`embedding_backward_reference` (same order of additions)."""
+    kernel = "embedding_backward"
+    dtype = _check_float("dy/dweight", kernel, ("dy", dy), ("dweight", dweight))
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError("%s: ids must be integers, got dtype %s" % (kernel, ids.dtype))
+    if dweight.ndim != 2 or dy.shape != ids.shape + (dweight.shape[1],):
+        raise ValueError("%s: ids %s, dy %s and dweight %s do not fit (dy must be ids.shape + (D,))"
+                         % (kernel, ids.shape, dy.shape, dweight.shape))
+    if not dweight.flags.c_contiguous or not dweight.flags.writeable:
+        raise ValueError("%s: dweight must be C-contiguous and writable" % kernel)
+    V = dweight.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise IndexError("%s: ids must be in [0, %d), got one = %d"
+                         % (kernel, V, ids.min() if ids.min() < 0 else ids.max()))
+    if _BACKEND == "numpy" or ids.size == 0:
+        embedding_backward_reference(ids, dy, dweight)
+        return
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("embedding_bwd", dtype)(
+        ids.size, dweight.shape[1], V, _ptr("int64_t *", _c(ids, np.int64)), _ptr(k, _c(dy)),
+        _ptr(k, dweight), _NUM_THREADS))
