@@ -73,7 +73,8 @@ int tl_layernorm_fwd_f32(int64_t n, int64_t D, float eps, const float *x, const 
                          const float *b, float *y, float *xhat, float *rstd, int nthreads);
 int tl_layernorm_bwd_f32(int64_t n, int64_t D, const float *dy, const float *xhat, const float *rstd,
                          const float *w, float *dx, float *dw, float *db, int nthreads); /* dw, db: += */
-int tl_gelu_fwd_f32(int64_t n, int tanh_form, const float *x, float *y, int nthreads);
+int tl_gelu_fwd_f32(int64_t n, int tanh_form, const float *x, float *y, float *aux,
+                    int nthreads);  /* aux: tanh(u) or Phi(x), may be NULL */
 int tl_gelu_bwd_f32(int64_t n, int tanh_form, const float *x, const float *dy, float *dx, int nthreads);
 int tl_softmax_xent_fwd_f32(int64_t n, int64_t V, const float *z, const int64_t *t,
                             int64_t ignore_index, float *p, float *nll, int nthreads);
@@ -88,7 +89,8 @@ int tl_layernorm_fwd_f64(int64_t n, int64_t D, double eps, const double *x, cons
                          const double *b, double *y, double *xhat, double *rstd, int nthreads);
 int tl_layernorm_bwd_f64(int64_t n, int64_t D, const double *dy, const double *xhat, const double *rstd,
                          const double *w, double *dx, double *dw, double *db, int nthreads); /* dw, db: += */
-int tl_gelu_fwd_f64(int64_t n, int tanh_form, const double *x, double *y, int nthreads);
+int tl_gelu_fwd_f64(int64_t n, int tanh_form, const double *x, double *y, double *aux,
+                    int nthreads);  /* aux: tanh(u) or Phi(x), may be NULL */
 int tl_gelu_bwd_f64(int64_t n, int tanh_form, const double *x, const double *dy, double *dx, int nthreads);
 int tl_softmax_xent_fwd_f64(int64_t n, int64_t V, const double *z, const int64_t *t,
                             int64_t ignore_index, double *p, double *nll, int nthreads);

@@ -110,9 +110,13 @@ def test_gelu_c_matches_reference(n, dtype, approximate, scale, strided, seed):
     dy = arr(rng, (3, n), dtype, strided=strided)
     with K.backend("c"):
         y = K.gelu_forward(x, approximate)
+        y2, aux = K.gelu_forward(x, approximate, return_aux=True)
         dx = K.gelu_backward(dy, x, approximate)
-    assert y.dtype == dx.dtype == dtype
-    assert_close(y, K.gelu_forward_reference(x, approximate), 4, "gelu forward")
+    assert y.dtype == dx.dtype == aux.dtype == dtype
+    np.testing.assert_array_equal(y, y2)
+    ref_y, ref_aux = K.gelu_forward_reference(x, approximate, return_aux=True)
+    assert_close(y, ref_y, 4, "gelu forward")
+    assert_close(aux, ref_aux, 4, "gelu aux (tanh(u) or Phi(x))")
     assert_close(dx, K.gelu_backward_reference(dy, x, approximate), 16, "gelu backward")
 
 

@@ -661,22 +661,65 @@ def layernorm_backward(dy, xhat, rstd, weight=None):
 
 _GELU_C = math.sqrt(2 / math.pi)
 _GELU_K = 0.044715
-_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+_SERIES_TERMS = 60      # enough for |x| < 2.5 in float64 (terms fall below 1e-17)
+_CF_DEPTH = 60          # continued-fraction depth for |x| >= 2.5
 
 
-def _erf_reference(x):
-    """erf element-wise with Python's math.erf (the spec; slow)."""
-    return _erf_scalar(x.astype(np.float64)).astype(x.dtype)
+def erf_reference(x):
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, element-wise.
+
+    x: float array (float32 or float64) -> same shape and dtype.
+
+    |x| < 2.5: the series with only positive terms (no cancellation)
+        erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n  2^n x^(2n+1) / (1*3*5*...*(2n+1))
+    |x| >= 2.5: erf = 1 - erfc, with erfc from its continued fraction
+        erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))
+    evaluated bottom-up from a fixed depth.  erf is odd, so both use |x|.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    dtype = x.dtype
+    a = np.abs(x)
+    out = np.empty_like(a)
+    small = a < 2.5
+    # -- series on the small arguments ----------------------------------
+    s = a[small]
+    s2 = s * s
+    term = s.copy()                    # n = 0 term: x
+    total = s.copy()
+    tiny = np.finfo(dtype).eps / 4
+    for n in range(1, _SERIES_TERMS):
+        term *= (2 * s2) * dtype.type(1.0 / (2 * n + 1))
+        total += term
+        # terms only shrink once n > x^2: stop when none can change the sum
+        if n % 4 == 0 and n > 6 and not np.any(term > tiny * total):
+            break
+    out[small] = dtype.type(2 / math.sqrt(math.pi)) * np.exp(-s2) * total
+    # -- continued fraction on the large ones ---------------------------
+    b = a[~small]
+    t = b.copy()
+    for n in range(_CF_DEPTH, 0, -1):
+        t = b + dtype.type(n / 2) / t
+    with np.errstate(under="ignore"):
+        erfc = np.exp(-b * b) / (dtype.type(math.sqrt(math.pi)) * t)
+    out[~small] = 1 - erfc
+    return np.copysign(out, x).astype(dtype, copy=False)
 
 
-def gelu_forward_reference(x, approximate="tanh"):
-    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (approximate="tanh")
-    y = x/2 (1 + erf(x / sqrt 2))                            (approximate="none")"""
+def gelu_forward_reference(x, approximate="tanh", return_aux=False):
+    """y = x/2 (1 + th),  th = tanh(sqrt(2/pi) (x + 0.044715 x^3))   (approximate="tanh")
+    y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2                 (approximate="none")
+    With return_aux: (y, th) or (y, Phi(x)), what GELU's backward reuses."""
     t = x.dtype.type
     if approximate == "tanh":
         u = t(_GELU_C) * (x + t(_GELU_K) * x * x * x)
-        return t(0.5) * x * (1 + np.tanh(u))
-    return t(0.5) * x * (1 + _erf_reference(x * t(1 / math.sqrt(2))))
+        aux = np.tanh(u)
+        y = t(0.5) * x * (1 + aux)
+    else:
+        aux = t(0.5) * (1 + erf_reference(x * t(1 / math.sqrt(2))))
+        y = x * aux
+    return (y, aux) if return_aux else y
 
 
 def gelu_backward_reference(dy, x, approximate="tanh"):
@@ -688,7 +731,7 @@ def gelu_backward_reference(dy, x, approximate="tanh"):
         th = np.tanh(u)
         du = t(_GELU_C) * (1 + t(3 * _GELU_K) * x * x)
         return dy * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * du)
-    cdf = t(0.5) * (1 + _erf_reference(x * t(1 / math.sqrt(2))))
+    cdf = t(0.5) * (1 + erf_reference(x * t(1 / math.sqrt(2))))
     pdf = t(1 / math.sqrt(2 * math.pi)) * np.exp(t(-0.5) * x * x)
     return dy * (cdf + x * pdf)
 
@@ -699,27 +742,21 @@ def _gelu_form(kernel, approximate):
     return int(approximate == "tanh")
 
 
-def gelu_forward(x, approximate="tanh", out=None):
-    """GELU: see :func:`gelu_forward_reference`.  ``out`` (C-contiguous, may
-    be x itself) receives y when given."""
+def gelu_forward(x, approximate="tanh", return_aux=False):
+    """GELU in one pass: see :func:`gelu_forward_reference` (y, or (y, aux))."""
     kernel = "gelu_forward"
     tanh_form = _gelu_form(kernel, approximate)
     dtype = _check_float("x", kernel, ("x", x))
     if _BACKEND == "numpy" or x.size == 0:
-        y = gelu_forward_reference(x, approximate)
-        if out is not None:
-            out[...] = y
-            return out
-        return y
+        return gelu_forward_reference(x, approximate, return_aux)
     x = _c(x)
-    if out is None:
-        out = np.empty_like(x)
-    elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError("%s: out must be C-contiguous, shape %s dtype %s" % (kernel, x.shape, dtype))
+    y = np.empty_like(x)
+    aux = np.empty_like(x) if return_aux else None
     k = _kind(dtype)
-    _raise_status(kernel, _fused_fn("gelu_fwd", dtype)(x.size, tanh_form, _ptr(k, x),
-                                                        _ptr(k, out), _NUM_THREADS))
-    return out
+    _raise_status(kernel, _fused_fn("gelu_fwd", dtype)(
+        x.size, tanh_form, _ptr(k, x), _ptr(k, y), _ptr(k, aux) if return_aux else _ffi.NULL,
+        _NUM_THREADS))
+    return (y, aux) if return_aux else y
 
 
 def gelu_backward(dy, x, approximate="tanh"):
@@ -844,19 +881,20 @@ def adam_update_reference(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-
 
 def adam_update(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                 weight_decay=0.0, decoupled=True, grad_scale=1.0):
-    """Fused :func:`adam_update_reference`: p, m, v (C-contiguous, one dtype,
-    same shape as g) are updated in place."""
+    """Fused :func:`adam_update_reference`: p, m, v (one dtype, same shape as
+    g) are updated in place."""
     kernel = "adam_update"
     dtype = _check_float("p/g/m/v", kernel, ("p", p), ("g", g), ("m", m), ("v", v))
     for label, x in (("g", g), ("m", m), ("v", v)):
         if x.shape != p.shape:
             raise ValueError("%s: %s has shape %s, p has %s" % (kernel, label, x.shape, p.shape))
     for label, x in (("p", p), ("m", m), ("v", v)):
-        if not x.flags.c_contiguous or not x.flags.writeable:
-            raise ValueError("%s: %s must be C-contiguous and writable" % (kernel, label))
+        if not x.flags.writeable:
+            raise ValueError("%s: %s must be writable" % (kernel, label))
     if int(step) < 1:
         raise ValueError("%s: step must be >= 1, got %r" % (kernel, step))
-    if _BACKEND == "numpy" or p.size == 0:
+    strided = not all(x.flags.c_contiguous for x in (p, m, v))
+    if _BACKEND == "numpy" or p.size == 0 or strided:        # (the spec works on any strides)
         adam_update_reference(p, g, m, v, step, lr, betas, eps, weight_decay, decoupled,
                               grad_scale)
         return

@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from tinylm import kernels
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "l1_penalty",
            "constant", "step_decay", "warmup_cosine", "OPTIMIZERS"]
 
@@ -181,6 +183,7 @@ class Adam(Optimizer):
 
     buffers = ("m", "v")
     hyper = ("lr", "betas", "eps", "weight_decay")
+    decoupled = False      # weight decay added to the gradient (AdamW: applied to p)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         b1, b2 = (float(b) for b in betas)
@@ -195,22 +198,11 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
 
-    def _decay(self, p, g):
-        """The gradient Adam's moments see (coupled L2 added here)."""
-        return g + self.weight_decay * p if self.weight_decay else g
-
     def _update(self, i, p, g):
-        b1, b2 = self.betas
-        d = self._decay(p, g)
-        m, v = self.state["m"][i], self.state["v"][i]
-        m *= b1
-        m += (1 - b1) * d
-        v *= b2
-        v += (1 - b2) * (d * d)
-        bias1 = 1 - b1 ** self.t
-        bias2 = 1 - b2 ** self.t
-        denom = np.sqrt(v) / math.sqrt(bias2) + self.eps    # sqrt(v_hat) + eps
-        p -= (self.lr / bias1) * (m / denom)                # lr * m_hat / denom
+        # the docstring's lines in one pass over p, g, m, v
+        # (the NumPy lines are kernels.adam_update_reference)
+        kernels.adam_update(p, g, self.state["m"][i], self.state["v"][i], self.t, self.lr,
+                            self.betas, self.eps, self.weight_decay, self.decoupled)
 
 
 class AdamW(Adam):
@@ -220,13 +212,10 @@ class AdamW(Adam):
         ... then the Adam step with d = g
     """
 
+    decoupled = True
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
-
-    def _decay(self, p, g):
-        if self.weight_decay:
-            p *= 1 - self.lr * self.weight_decay
-        return g
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

@@ -18,64 +18,25 @@ Phi is the standard normal CDF and phi = exp(-x^2/2)/sqrt(2 pi) its density.
 The sigmoid is computed without overflow: with e = exp(-|x|) (never above 1),
 sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
 
-NumPy has no erf, so :func:`erf` is written here (see its docstring): a
-positive-term series for |x| < 2.5 and a continued fraction for erfc beyond;
-accurate to a few float64 ulps, and it works in float32 too.
+NumPy has no erf, so :func:`erf` is written in NumPy (kernels.erf_reference,
+see its docstring): a positive-term series for |x| < 2.5 and a continued
+fraction for erfc beyond; accurate to a few float64 ulps, also in float32.
+GELU's forward runs in one pass (kernels.gelu_forward, whose NumPy lines are
+kernels.gelu_forward_reference); its backward is written here.
 """
 
 import math
 
 import numpy as np
 
+from tinylm import kernels
 from tinylm.layers.base import Layer
 from tinylm.layers.checks import Float, Grad, checked
 
 __all__ = ["erf", "Tanh", "Sigmoid", "ReLU", "GELU", "sigmoid"]
 
-_SERIES_TERMS = 60      # enough for |x| < 2.5 in float64 (terms fall below 1e-17)
-_CF_DEPTH = 60          # continued-fraction depth for |x| >= 2.5
-
-
-def erf(x):
-    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, element-wise.
-
-    x: float array (float32 or float64) -> same shape and dtype.
-
-    |x| < 2.5: the series with only positive terms (no cancellation)
-        erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n  2^n x^(2n+1) / (1*3*5*...*(2n+1))
-    |x| >= 2.5: erf = 1 - erfc, with erfc from its continued fraction
-        erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))
-    evaluated bottom-up from a fixed depth.  erf is odd, so both use |x|.
-    """
-    x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    dtype = x.dtype
-    a = np.abs(x)
-    out = np.empty_like(a)
-    small = a < 2.5
-    # -- series on the small arguments ----------------------------------
-    s = a[small]
-    s2 = s * s
-    term = s.copy()                    # n = 0 term: x
-    total = s.copy()
-    tiny = np.finfo(dtype).eps / 4
-    for n in range(1, _SERIES_TERMS):
-        term *= (2 * s2) * dtype.type(1.0 / (2 * n + 1))
-        total += term
-        # terms only shrink once n > x^2: stop when none can change the sum
-        if n % 4 == 0 and n > 6 and not np.any(term > tiny * total):
-            break
-    out[small] = dtype.type(2 / math.sqrt(math.pi)) * np.exp(-s2) * total
-    # -- continued fraction on the large ones ---------------------------
-    b = a[~small]
-    t = b.copy()
-    for n in range(_CF_DEPTH, 0, -1):
-        t = b + dtype.type(n / 2) / t
-    with np.errstate(under="ignore"):
-        erfc = np.exp(-b * b) / (dtype.type(math.sqrt(math.pi)) * t)
-    out[~small] = 1 - erfc
-    return np.copysign(out, x).astype(dtype, copy=False)
+# NumPy has no erf: tinylm's NumPy one lives with the GELU kernel's specification.
+erf = kernels.erf_reference
 
 
 def sigmoid(x):
@@ -158,23 +119,12 @@ class GELU(Layer):
 
     @checked(x=Float(dtype=None))
     def forward(self, x):
-        t = x.dtype.type
-        if self.approximate == "tanh":
-            # (in place: one temporary instead of six; this is GPT's hot path)
-            u = x * x                                          # x^2 (np.power is ~10x slower)
-            u *= x
-            u *= t(self._K)
-            u += x
-            u *= t(self._C)                                    # u = sqrt(2/pi)(x + k x^3)
-            th = np.tanh(u, out=u)                             # th = tanh(u)
-            self._cache = (x, th, None)
-            y = th + t(1)
-            y *= x
-            y *= t(0.5)                                        # y = x/2 (1 + th)
-            return y
-        cdf = t(0.5) * (1 + erf(x * t(1 / math.sqrt(2))))      # Phi(x)
-        self._cache = (x, None, cdf)
-        return x * cdf                                         # y = x Phi(x)
+        # tanh form: u = sqrt(2/pi)(x + k x^3), th = tanh(u), y = x/2 (1 + th)
+        # exact form: cdf = Phi(x) = (1 + erf(x/sqrt2))/2, y = x cdf
+        y, aux = kernels.gelu_forward(x, self.approximate, return_aux=True)
+        th, cdf = (aux, None) if self.approximate == "tanh" else (None, aux)
+        self._cache = (x, th, cdf)
+        return y
 
     @checked(dy=Grad())
     def backward(self, dy):

@@ -123,7 +123,8 @@ class Embedding(Layer):
         """dy: (..., dim) -> None; grads["weight"][ids] += dy, repeated ids summed."""
         ids = self._cache
         # forward: y = W[ids]  ->  dW[ids] += dy, *accumulating* repeated ids
-        np.add.at(self.grads["weight"], ids.ravel(), dy.reshape(-1, self.embedding_dim))
+        # (np.add.at in kernels.embedding_backward_reference)
+        kernels.embedding_backward(ids, dy, self.grads["weight"])
         return None
 
 
