@@ -23,6 +23,9 @@ Sides and their settings (the other side at its fastest ordinary settings):
                     AdamW(foreach=True), clip_grad_norm_(foreach=True)
 * ``numpy``         numpy.matmul on OpenBLAS with OPENBLAS_NUM_THREADS=THREADS
                     (transposes passed as views, so BLAS gets them for free)
+* ``tinylm@DIR``    tinylm (C backend) imported from the checkout DIR (built in
+                    place), e.g. ``--sides tinylm,tinylm@/tmp/before`` for a
+                    before/after comparison of a change
 
 The runner prints the load average before and after: on a shared machine the
 absolute times are noise; quote the ratios, and say the machine was loaded.
@@ -74,10 +77,16 @@ def _time_calls(fn, steps, warmup):
 
 def _setup_side(side):
     """Import and configure one side's library; returns the module used."""
-    if side in ("tinylm", "tinylm-numpy"):
-        sys.path.append(os.path.dirname(HERE))   # the checkout, if tinylm is not installed
+    name, _, checkout = side.partition("@")
+    if name in ("tinylm", "tinylm-numpy"):
+        if checkout:                             # another checkout, e.g. before a change
+            sys.path.insert(0, os.path.abspath(checkout))
+        else:
+            sys.path.append(os.path.dirname(HERE))   # this checkout, if tinylm is not installed
         from tinylm import kernels
-        kernels.set_backend("c" if side == "tinylm" else "numpy")
+        if checkout and not os.path.abspath(kernels.__file__).startswith(os.path.abspath(checkout)):
+            raise SystemExit("side %s imported tinylm from %s" % (side, kernels.__file__))
+        kernels.set_backend("c" if name == "tinylm" else "numpy")
         kernels.set_num_threads(THREADS)
         return kernels
     if side == "torch":

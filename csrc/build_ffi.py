@@ -5,7 +5,9 @@ setup.py names this file in ``cffi_modules``; it can also be run by hand
 
 Compiler flags are *probed*, never assumed:
 
-* ``-O3`` always; never ``-ffast-math`` (it breaks NaN/inf handling).
+* ``-O3 -fno-math-errno`` always (the kernels never read errno; without the
+  flag a loop calling sqrt() cannot be vectorised); never ``-ffast-math`` (it
+  breaks NaN/inf handling).
 * SIMD follows the build machine: ``-march=native`` (x86, and clang on ARM) or
   ``-mcpu=native`` (gcc on aarch64) if the compiler accepts it, else the
   compiler's default target.  The kernels read ``__AVX512F__`` / ``__AVX2__`` /
@@ -102,7 +104,8 @@ def probe_flags():
     """Return (cflags, ldflags, notes) for this compiler and machine."""
     cc = _new_compiler()
     notes = []
-    cflags = ["-O3"]
+    # -fno-math-errno: the kernels never read errno, and with it sqrt() vectorises
+    cflags = ["-O3", "-fno-math-errno"]
     ldflags = []
 
     march = os.environ.get("TINYLM_MARCH")
