@@ -7,11 +7,12 @@ You cut the same English text three ways - characters, words, and byte-level byt
 (BPE, as in GPT-2) - and see the trade-off between vocabulary size and sequence length. You write
 the BPE training loop yourself in a dozen lines and check it learns exactly the merges of
 tinylm.tokenizers.BPETokenizer. Finally you test a step of 002 §3, removing stop words, and see
-by experiment why a language model must keep them.
+by experiment why a language model must keep them, and run Chinese text through all three.
 """
 
 # %%
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -213,6 +214,61 @@ L.check("without stop words the LM is far worse at real text (perplexity over 3x
 L.check("samples of the stop-word-free LM look less like real text",
         real_share["without"] < 0.85 * real_share["with stop words"],
         "%.2f vs %.2f" % (real_share["without"], real_share["with stop words"]))
+
+# %%
+L.step("5. Chinese text through the same tokenizers")
+# The course is read in Chinese; the corpus above is English. These sentences are written for
+# this lesson (they are not quoted from the documents).
+zh = """语言模型给每一段文字一个概率。
+它一个字一个字地读，然后猜下一个字是什么。
+训练数据就是文字本身，不需要人来标注。
+模型越大，需要的数据和计算也越多。
+小模型也能学会常见的词语和标点。
+我们用同一段文字比较三种分词方法。
+"""
+zh_test = "模型读文字，然后猜下一个字。"
+# Characters: each Chinese character is one token; the vocabulary must hold every character
+# that will ever occur (thousands for real Chinese text) - an unseen character is an error.
+zh_char = CharTokenizer.train(zh)
+print("char: vocabulary %d from %d characters; %r -> %d tokens"
+      % (zh_char.vocab_size, len(zh), zh_test, len(zh_char.encode(zh_test))))
+try:
+    zh_char.encode("机器翻译")
+except ValueError as e:
+    print("char: an unseen character is refused:", e)
+# Words: a "word" used to be a run of \w characters - and Chinese characters are \w, with no
+# spaces between words, so a whole clause came out as ONE token. tinylm's WordTokenizer now
+# puts each CJK ideograph in its own token (as BERT does). Real Chinese word segmentation
+# (语言 | 模型) needs a dictionary or a trained segmenter; the word tokenizer does not do it.
+old_rule = re.findall(r"\w+|[^\w\s]", zh_test)
+new_rule = WordTokenizer.split(zh_test)
+print("word, old rule \\w+: %s" % " | ".join(old_rule))
+print("word, tinylm now:  %s" % " | ".join(new_rule))
+L.check("the old \\w+ rule turns each Chinese clause into one token",
+        old_rule == ["模型读文字", "，", "然后猜下一个字", "。"], str(old_rule))
+L.check("WordTokenizer gives one token per ideograph (and per punctuation mark)",
+        new_rule == list(zh_test))
+# Byte-level BPE: every string is UTF-8 bytes, and a Chinese character is 3 bytes. A BPE trained
+# on English has no merges for them: 3 tokens per character. Trained on Chinese text it learns
+# merges inside characters (and across frequent pairs), so the same text takes fewer tokens.
+en_bpe = BPETokenizer.train(text[:50_000], vocab_size=400)
+zh_bpe = BPETokenizer.train(zh * 3, vocab_size=400)
+for name, t in (("BPE trained on English", en_bpe), ("BPE trained on the Chinese", zh_bpe)):
+    ids = t.encode(zh_test)
+    print("%-27s %2d tokens for %d characters (%.2f per character): %s"
+          % (name, len(ids), len(zh_test), len(ids) / len(zh_test),
+             " | ".join(t.decode_bytes([i]).decode("utf-8", "replace") for i in ids[:12])))
+L.check("byte-level BPE encodes any Chinese text and decodes it exactly (both BPEs)",
+        en_bpe.decode(en_bpe.encode(zh_test)) == zh_test
+        and zh_bpe.decode(zh_bpe.encode(zh_test)) == zh_test)
+L.check("the English-trained BPE needs 3 tokens per Chinese character (UTF-8 bytes)",
+        len(en_bpe.encode("模型读文字然后猜下一个字")) == 3 * 12)
+L.check("BPE trained on Chinese text needs fewer tokens than the English one",
+        len(zh_bpe.encode(zh_test)) < len(en_bpe.encode(zh_test)),
+        "%d vs %d" % (len(zh_bpe.encode(zh_test)), len(en_bpe.encode(zh_test))))
+print("""
+(A piece shown as '\ufffd' is part of a character: BPE merges bytes, and a merge may hold
+1 or 2 of a character's 3 bytes. Decoding whole sequences is always exact.)""")
 
 # %%
 L.finish()

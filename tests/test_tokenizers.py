@@ -206,3 +206,16 @@ def test_load_errors(tmp_path):
     CharTokenizer.train("abc").save(path)
     with pytest.raises(ValueError, match="'char' tokenizer"):
         BPETokenizer.load(path)
+
+
+def test_word_split_puts_each_cjk_ideograph_in_its_own_token():
+    # Chinese has no spaces: \w+ alone would return the whole clause as one "word".
+    assert WordTokenizer.split("大语言模型是一种技术。") == \
+        ["大", "语", "言", "模", "型", "是", "一", "种", "技", "术", "。"]
+    assert WordTokenizer.split("GPT-3有1750亿参数") == \
+        ["GPT", "-", "3", "有", "1750", "亿", "参", "数"]
+    tok = WordTokenizer.train("语言模型预测下一个词。language models")
+    ids = tok.encode("语言模型预测下一个词。")
+    assert 0 not in ids and len(ids) == 11
+    assert tok.decode(ids) == "语言模型预测下一个词。"          # no spaces between CJK tokens
+    assert tok.decode(tok.encode("language models")) == "language models"

@@ -140,7 +140,17 @@ class CharTokenizer(_Tokenizer):
 # digits, underscore: regex \w+) or ONE other non-space character (each
 # punctuation mark is its own token).  Whitespace only separates tokens and
 # is dropped.  "Don't panic!" -> ["Don", "'", "t", "panic", "!"].
-WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+# Chinese is written without spaces, so a run of \w would make a whole clause
+# one "word"; each CJK ideograph is its own token instead (as BERT's basic
+# tokenizer does): "大语言模型。" -> ["大", "语", "言", "模", "型", "。"].  Real Chinese
+# word segmentation needs a dictionary or a model; that is out of scope here
+# (byte-level BPE learns multi-character pieces from data instead).
+# Japanese kana and Korean hangul are not split (Korean uses spaces).
+_CJK = ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+        "\U00020000-\U0002a6df\U0002a700-\U0002ebef\U0002f800-\U0002fa1f")
+WORD_PATTERN = re.compile("[%s]|[^\\W%s]+|[^\\w\\s]" % (_CJK, _CJK))
+# CJK ideographs and CJK / full-width punctuation: no spaces around them when decoding.
+_CJK_CHAR = re.compile("[%s\u3000-\u303f\uff00-\uffef]" % _CJK)
 
 # Decoding puts one space between tokens, except before these ...
 _NO_SPACE_BEFORE = set(".,;:!?)]}%")
@@ -151,11 +161,11 @@ _NO_SPACE_AFTER = set("([{$")
 class WordTokenizer(_Tokenizer):
     """Words and punctuation marks as tokens, ``<unk>`` (id 0) for the rest.
 
-    Splitting: :data:`WORD_PATTERN` (runs of ``\\w`` characters, or one
-    punctuation mark); whitespace is dropped.  With ``lowercase=True`` text is
+    Splitting: :data:`WORD_PATTERN` (runs of ``\\w`` characters, each CJK
+    ideograph on its own, or one punctuation mark); whitespace is dropped.  With ``lowercase=True`` text is
     lower-cased before splitting.  Decoding joins tokens with single spaces,
     with no space before closing punctuation ``. , ; : ! ? ) ] } %`` and
-    none after opening ``( [ { $`` -- readable, not an exact inverse (the
+    none after opening ``( [ { $``, and none around CJK characters -- readable, not an exact inverse (the
     original spacing is gone; quotes get spaces on both sides).
     """
 
@@ -209,7 +219,8 @@ class WordTokenizer(_Tokenizer):
         prev = None
         for i in self._check_ids(ids):
             w = self.itos[i]
-            if prev is not None and w not in _NO_SPACE_BEFORE and prev not in _NO_SPACE_AFTER:
+            if (prev is not None and w not in _NO_SPACE_BEFORE and prev not in _NO_SPACE_AFTER
+                    and not _CJK_CHAR.fullmatch(w) and not _CJK_CHAR.fullmatch(prev)):
                 out.append(" ")
             out.append(w)
             prev = w
