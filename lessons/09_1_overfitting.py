@@ -1,12 +1,13 @@
 """Lesson 09_1 - overfitting, and the usual remedies, each measured.
 
 Accompanies: 000 §9 附录：常见问题与解答 (问题 3), 002 §9 附录：常见问题与解答 (问题 3),
-004 附录：常见问题与解答 (如何避免过拟合？).
+004 附录：常见问题与解答 (如何避免过拟合？), 001 §8 附录：常见问题与解答 (问题 2).
 
 The FAQs answer "use dropout, L1/L2 regularisation, early stopping, data augmentation, more data".
 You train a small GPT on too little text until it memorises (training loss far below validation
 loss), then rerun it with each remedy and see what each one changes: the train/validation gap,
-the weights, the best validation loss.
+the weights, the best validation loss. Last, the remedy the FAQs rank highest, more data, is
+measured against them, and 002 §9's "yes, LLMs overfit easily" gets its qualifier.
 """
 
 # %%
@@ -173,8 +174,59 @@ L.check("best.npz holds the weights of the step with the lowest validation loss"
 print("""
 Read the plot: the remedies act on different things. Dropout and noisy inputs make the training
 task harder, so the gap shrinks; weight decay and L1 limit the weights (L1 makes them sparse).
-Whether the validation loss itself improves depends on how much training is left to do. The
-surest remedy is the one 000 §9 and 004 both name: more training data.""")
+Whether the validation loss itself improves depends on how much training is left to do.""")
+
+# %%
+L.step("5. More data vs regularisation (002 §9 问题 3, 004 附录)")
+# 002 §9 Q3 answers "do LLMs overfit easily?" with "yes", and 004 lists more data among the
+# remedies. Measure it: the same model and steps, the same validation text, with 2x, 4x, 8x
+# more training text (taken from further on in the corpus, so it never overlaps validation).
+from tinylm.data import load_corpus  # noqa: E402
+more_text = load_corpus("pydoc")[L.pick(12_000, 7_000):]
+more_ids = np.array([tok.stoi[c] for c in more_text if c in tok.stoi], dtype=np.int64)
+factors = [1, 2, 4, 8]
+data_runs = {1: b}
+for f in factors[1:]:
+    ids_f = np.concatenate([train_ids, more_ids[:(f - 1) * len(train_ids)]])
+    tr_f = Trainer(gpt(), tok, ids_f, val_ids, TrainConfig(
+        steps=STEPS, batch_size=16, block_size=T, lr=3e-3, min_lr=3e-4, warmup=10,
+        eval_interval=STEPS, eval_batches=4, seed=0, plot=False), model_name="gpt", log=None)
+    tr_f.fit()
+    m = tr_f.model
+    h = {"train": [evaluate(m, train_ids, T, 16, max_batches=4)],
+         "val": [evaluate(m, val_ids, T, 16, max_batches=4)]}
+    h["gap"] = h["val"][-1] - h["train"][-1]
+    data_runs[f] = h
+    print("%dx training text (%6d chars): train %.3f  val %.3f  gap %.3f"
+          % (f, len(ids_f), h["train"][-1], h["val"][-1], h["gap"]))
+best_reg = min((n for n in runs if n != "baseline"), key=lambda n: runs[n]["val"][-1])
+fig, ax = plt.subplots(figsize=(6.5, 4))
+ax.plot([f * len(train_ids) for f in factors], [data_runs[f]["val"][-1] for f in factors],
+        "o-", label="validation, no regulariser")
+ax.plot([f * len(train_ids) for f in factors], [data_runs[f]["train"][-1] for f in factors],
+        "o--", label="training text (first windows)")
+ax.axhline(runs[best_reg]["val"][-1], color="tab:red", ls=":",
+           label="best regulariser on 1x data (%s)" % best_reg)
+ax.set_xscale("log")
+ax.set_xlabel("training characters (same model, %d steps)" % STEPS)
+ax.set_ylabel("loss (nats/char)")
+ax.set_title("More data closes the gap")
+ax.legend(fontsize=8)
+L.savefig(fig, "more_data.png")
+gaps = [data_runs[f]["gap"] for f in factors]
+L.check("the train/validation gap shrinks with every doubling of the data",
+        all(a > c for a, c in zip(gaps, gaps[1:])), " > ".join("%.3f" % g for g in gaps))
+L.check("8x data beats the best regulariser on the validation loss",
+        data_runs[8]["val"][-1] < runs[best_reg]["val"][-1],
+        "%.3f vs %.3f (%s)" % (data_runs[8]["val"][-1], runs[best_reg]["val"][-1], best_reg))
+print("""
+So "yes, LLMs overfit easily" needs a qualifier: a model overfits when it sees the same text
+many times - many parameters, little data, many epochs, as here. Large LMs are usually trained
+on so much text that they see most of it once or twice; then training and validation loss stay
+close and the problem is underfitting (too small a model, too few steps), not overfitting. They
+can still memorise text that is repeated in the data (duplicated documents, famous passages),
+which is why training sets are de-duplicated. More data is the surest remedy when you can get
+it; regularisers are what you use when you cannot.""")
 
 # %%
 L.finish()
