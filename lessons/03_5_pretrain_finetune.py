@@ -2,8 +2,11 @@
 
 Accompanies: 004 核心算法原理具体操作步骤 (预训练过程：, 细调过程：), 000 §5.2 模型构建.
 
-004 names two pretraining objectives: the masked language model and a sequence loss. You train the
-same Transformer encoder both ways on unlabelled English text - masked (BERT: hide 15% of the
+004 names two pretraining objectives: the masked language model and a "顺序对齐损失
+(Sequence-to-Sequence Loss)" - and describes both as predicting the word at one position while the
+rest of the input stays unchanged, which fits only the masked LM (⚠ step 2 sorts the names out and
+checks the description against both objectives). The objective of GPT-style LLMs is the causal
+(next-token) loss. You train the same Transformer encoder both ways on unlabelled English text - masked (BERT: hide 15% of the
 tokens, predict them from both sides) and causal (GPT: predict every next token) - and see what
 each learns from. Then you fine-tune the pretrained model on a small amount of text from another
 domain (Python source) and compare it with the same model trained on that data from scratch,
@@ -13,7 +16,7 @@ which is what 000 §5.2 means by starting from a pretrained model and fine-tunin
 # %%
 import numpy as np
 
-from tinylm.data import load_corpus, split_train_val
+from tinylm.data import BatchSampler, load_corpus, split_train_val
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models.bert import BERT, BERTConfig
 from tinylm.tokenizers import CharTokenizer
@@ -64,6 +67,22 @@ L.check("about 15% of the tokens are selected, 80% of them replaced by [MASK]",
 # The causal objective predicts EVERY position from its left context: 100% of tokens give a
 # training signal, each seeing only one side. The masked one sees both sides, but learns from
 # only 15% of the tokens per pass (and its [MASK] token never appears in real inputs).
+# ⚠ 004's "顺序对齐损失 (Sequence-to-Sequence Loss)": "sequence-to-sequence loss" is the loss of an
+# encoder-decoder (the decoder's cross-entropy on the target sequence; T5 and BART pretrain that
+# way, on corrupted -> original text). The objective GPT and most LLMs pretrain with is the
+# causal LM loss: predict every next token. 004's description - predict the word at a position
+# while the other positions stay unchanged - is the masked LM. Check it against both:
+# The causal batches the Trainer feeds (tinylm.data.BatchSampler): target = input moved by one.
+ci, ct = BatchSampler(en_train, batch_size=200, block_size=64, seed=0).next_batch()
+unchanged_mlm = float((inputs[~sel] == x[~sel]).mean())
+print("masked LM: %.0f%% of unselected positions unchanged, targets at %.0f%% of positions"
+      % (100 * unchanged_mlm, 100 * sel.mean()))
+print("causal LM: targets at 100%% of positions, and target t is input t+1 (%s)"
+      % np.array_equal(ct[:, :-1], ci[:, 1:]))
+L.check("004's description (predict one position, the rest unchanged) is the masked LM",
+        unchanged_mlm == 1.0 and sel.mean() < 0.2)
+L.check("the causal objective is a different one: every position is a target, the next token",
+        np.array_equal(ct[:, :-1], ci[:, 1:]) and bool(np.all(ct != mlm.ignore_index)))
 
 # %%
 L.step("3. Pretrain the same encoder both ways")
