@@ -6,7 +6,7 @@ Accompanies: 000 §3.2 变压器（Transformer）, 001 §4.1 Transformer架构,
 You assemble a Transformer block from its parts - multi-head self-attention, a position-wise
 feed-forward network, residual connections, layer normalisation - and check it against
 tinylm.layers.TransformerBlock and by a float64 gradient check. You then see why positions must
-be added (attention alone ignores word order) and why a Transformer computes all positions at
+be added (attention alone ignores word order) - once, at the input, not in every layer (⚠ 004) - and why a Transformer computes all positions at
 once while an RNN must walk through them one step after another.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 from tinylm.gradcheck import check_layer
 from tinylm.layers import RNN, SinusoidalPositionalEncoding, TransformerBlock
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
+from tinylm.models import build_model
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()
@@ -79,6 +80,26 @@ print("permuted input, with positions: max |f(x[perm]) - f(x)[perm]| = %.1e" % w
 L.check("without positions the block is permutation-equivariant (order is invisible)",
         equivariant < 1e-12, "%.1e" % equivariant)
 L.check("with positional encodings the order matters", with_pos > 1e-3, "%.1e" % with_pos)
+
+# ⚠ 004 (Transformer编码器) lists positional embeddings among the parts of every encoder layer.
+# They are added ONCE, to the token embeddings at the input - in 004's own PyTorch code too
+# (pos_encoder runs once, before transformer_encoder) and in tinylm's GPT (pos_emb, then the
+# blocks). Deeper layers still know the order: each block only ADDS to its input (the residual
+# connection), so the position signal travels up the residual stream.
+block2 = TransformerBlock(D, H, d_ff=4 * D, norm_first=True, causal=False, rng=1,
+                          dtype=np.float64)
+deep = block2.forward(block.forward(pe.forward(x)))
+deep_perm = block2.forward(block.forward(pe.forward(x[:, perm])))
+deep_diff = np.max(np.abs(deep_perm - deep[:, perm]))
+print("two blocks, positions added once at the input: max |f(x[perm]) - f(x)[perm]| = %.1e"
+      % deep_diff)
+L.check("positions added once at the input still make order matter two blocks up",
+        deep_diff > 1e-3, "%.1e" % deep_diff)
+g = build_model("gpt", vocab_size=50, n_layer=4, n_head=4, d_model=32, block_size=16)
+pos_params = [n for n, _, _ in g.named_parameters() if "pos" in n]
+print("tinylm GPT, 4 blocks: position parameters:", pos_params)
+L.check("tinylm's 4-layer GPT has exactly one position table, outside the blocks",
+        len(pos_params) == 1 and not pos_params[0].startswith("blocks"), str(pos_params))
 
 fig, ax = plt.subplots(figsize=(6.5, 3.5))
 im = ax.imshow(pe.table[:64].T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
