@@ -6,8 +6,9 @@ Accompanies: 000 §3.2 变压器（Transformer）, 001 §4.1 Transformer架构,
 You assemble a Transformer block from its parts - multi-head self-attention, a position-wise
 feed-forward network, residual connections, layer normalisation - and check it against
 tinylm.layers.TransformerBlock and by a float64 gradient check. You then see why positions must
-be added (attention alone ignores word order) - once, at the input, not in every layer (⚠ 004) - and why a Transformer computes all positions at
-once while an RNN must walk through them one step after another.
+be added (attention alone ignores word order) - once, at the input, not in every layer as 004
+has it (⚠) - and why a Transformer computes all positions at once while an RNN must walk through
+them one step after another.
 """
 
 # %%
