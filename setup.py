@@ -46,7 +46,8 @@ setup(
     # finds them outside a checkout too.
     packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.lessons"],
     package_dir={"tinylm.lessons": "lessons"},
-    package_data={"tinylm.lessons": ["README.md"]},
+    # The small pretrained GPT (3.4 MB; scripts/train_packaged_model.py makes it).
+    package_data={"tinylm.lessons": ["README.md"], "tinylm": ["assets/*.npz"]},
     include_package_data=False,
     install_requires=["numpy>=1.22", "cffi>=1.15", "matplotlib>=3.5"],
     # mpi: data-parallel training (`mpiexec -n N tinylm train`).  mpi4py and
