@@ -198,12 +198,11 @@ chance = np.mean([1 / n_len for n_len in lengths])
 print("output steps whose strongest weight is on the mirrored source position: %.0f%% of all "
       "(chance %.0f%%), %.0f%% of the correct ones" % (100 * share, 100 * chance,
                                                        100 * right_hits / max(right_seen, 1)))
-# Measured, the claim holds about half the time; most of the rest is one position off, on the
-# source symbol whose translation was just emitted (+1). The picture above is a tendency, not a
-# rule - the model reads a blur of neighbouring positions and still decodes correctly.
-L.check("the mirrored position is where the strongest weight falls most often (2x chance)",
-        np.mean(offsets == 0) == max(np.mean(offsets == o) for o in np.unique(offsets))
-        and share > 2 * chance, "%.2f vs chance %.2f" % (share, chance))
+# Measured, the claim is only roughly true: the peak lies on the mirrored position or one to the
+# right of it (+1: the source symbol whose translation was just emitted and is the decoder's
+# current input). Which of the two dominates changes with training (about half/half in the
+# --fast run, mostly +1 in the full run): the model reads a blur of neighbouring positions,
+# and its recurrent state does the rest. The heat map above is a tendency, not a rule.
 L.check("the mirrored position or its +1 neighbour holds the strongest weight in >= 75% of steps",
         np.mean((offsets == 0) | (offsets == 1)) >= 0.75,
         "%.2f" % np.mean((offsets == 0) | (offsets == 1)))
