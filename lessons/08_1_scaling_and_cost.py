@@ -2,12 +2,13 @@
 
 Accompanies: 000 §8 总结：未来发展趋势与挑战, 002 §8 总结：未来发展趋势与挑战,
 002 §9 附录：常见问题与解答 (问题 2), 003 §8 总结：未来发展趋势与挑战,
-003 §9 附录：常见问题与解答 (问题 1).
+003 §9 附录：常见问题与解答 (问题 1), 001 §7 总结：未来发展趋势与挑战, 004 总结：未来发展趋势与挑战.
 
 You count the arithmetic of a GPT by instrumenting tinylm's matmul kernel and compare it with
 the rule of thumb (2N FLOPs per token forward, 6N to train), train models of several sizes and
 see loss fall as a power law of size and compute - not "in proportion", as 002 §9 answers -
-and measure two deployment costs: the key/value cache, and weights stored as int8.
+and measure two deployment costs: the key/value cache, and weights stored as int8. Last, what the
+summaries (总结) warn of, measured on a small model: it knows only its training domain.
 """
 
 # %%
@@ -16,8 +17,10 @@ import math
 import numpy as np
 
 from tinylm import kernels
+from tinylm.data import load_corpus
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
+from tinylm.packaged import load_packaged_model
 from tinylm.train import TrainConfig, Trainer, evaluate, prepare_data
 
 L = Lesson(__doc__)
@@ -139,6 +142,30 @@ slope, icpt = np.polyfit(np.log(Ns), np.log(final), 1)
 print("fit over the final losses: loss ~ %.2f * N^%.3f" % (math.exp(icpt), slope))
 print("N grows %.0fx from the smallest to the largest model; the loss falls %.2fx."
       % (Ns[-1] / Ns[0], final[0] / final[-1]))
+# The pure power law L = a N^b goes to 0 as N grows: it models no floor. The usual form
+# (Kaplan et al. 2020; Hoffmann et al. 2022) adds an irreducible term E - the entropy of the
+# text itself, which no model can predict away:  L = E + A N^-alpha. Only L - E, the REDUCIBLE
+# part, falls as a power law. Fit it: for each E on a grid below the smallest loss, a straight
+# line through log(L - E) vs log N; keep the E with the smallest squared error in log L.
+
+
+def fit_with_floor(N, Lv):
+    best = None
+    for E in np.linspace(0.0, 0.999 * Lv.min(), 400):
+        b, a = np.polyfit(np.log(N), np.log(Lv - E), 1)
+        err = float(np.sum((np.log(E + np.exp(a) * N ** b) - np.log(Lv)) ** 2))
+        if best is None or err < best[0]:
+            best = (err, E, math.exp(a), -b)
+    return best
+
+
+err_f, E_fit, A_fit, alpha = fit_with_floor(Ns, final)
+err_p = float(np.sum((icpt + slope * np.log(Ns) - np.log(final)) ** 2))
+print("fit with a floor:  loss ~ %.2f + %.2f * N^-%.3f   (squared log error %.1e; pure power "
+      "law %.1e)" % (E_fit, A_fit, alpha, err_f, err_p))
+for n_, f_ in zip(Ns, final):
+    print("   N %8s: measured %.3f, power law %.3f, with floor %.3f"
+          % ("{:,}".format(int(n_)), f_, math.exp(icpt) * n_ ** slope, E_fit + A_fit * n_ ** -alpha))
 
 fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2))
 for r in runs:
@@ -155,7 +182,11 @@ axes[0].set_ylabel("validation loss (nats/char)")
 axes[0].set_title("Loss vs compute, %d steps each" % STEPS)
 axes[0].legend(fontsize=8)
 axes[1].plot(Ns, final, "o", label="final validation loss")
-axes[1].plot(Ns, np.exp(icpt) * Ns ** slope, "-", label="power law fit: N^%.3f" % slope)
+Ng = np.geomspace(Ns[0] / 2, Ns[-1] * 8, 50)
+axes[1].plot(Ng, np.exp(icpt) * Ng ** slope, "-", label="pure power law: %.2f N^%.3f"
+             % (math.exp(icpt), slope))
+axes[1].plot(Ng, E_fit + A_fit * Ng ** -alpha, "--", label="with a floor: %.2f + %.1f N^-%.2f"
+             % (E_fit, A_fit, alpha))
 axes[1].set_xscale("log")
 axes[1].set_yscale("log")
 axes[1].set_xlabel("parameters N")
@@ -172,9 +203,17 @@ L.check("bigger models reach lower loss (same data, same steps)",
         all(a > b for a, b in zip(final, final[1:])), " ".join("%.3f" % f for f in final))
 L.check("loss is far from proportional to size: %.0fx the parameters give < 2x lower loss"
         % (Ns[-1] / Ns[0]), final[0] / final[-1] < 2.0, "%.2fx" % (final[0] / final[-1]))
-print("""002 §9 Q2 answers 'yes, performance is proportional to compute'. Measured, loss follows a
-power law with a small exponent (Kaplan et al. 2020 found ~ -0.05 to -0.08 for large models): each
-halving of the loss's reducible part costs a MULTIPLE of the compute, so returns diminish.""")
+L.check("the losses flatten on log-log axes (the best-fitting floor E is above 0)", E_fit > 0.05,
+        "E = %.2f" % E_fit)
+print("""002 §9 Q2 answers 'yes, performance is proportional to compute'. Measured, it is not: loss
+falls slowly, roughly as a power law of size (Kaplan et al. 2020 found exponents of ~ -0.05 to
+-0.08 for large models). Written with its floor, L = E + A N^-alpha, each halving of the
+REDUCIBLE part L - E costs a multiple of the parameters (and compute), so returns diminish.
+Two cautions on these numbers: a handful of small models fit either curve (the floor E is poorly
+determined by so few points - the extra parameter always fits at least as well), and every
+model here trained for the same %d steps, so the larger ones are further from convergence; real
+scaling laws are measured at convergence or at the compute-optimal size (Hoffmann et al. 2022).
+Lesson 09_2 chooses a size for a fixed budget.""" % STEPS)
 
 # %%
 L.step("3. Deployment: the key/value cache")
@@ -234,6 +273,34 @@ for name, n, d in (("GPT-2 (1.5B params, ~10B tokens)", 1.5e9, 10e9),
     gpu_days = c / (100e12 * 0.4) / 86400        # a 100 TFLOP/s GPU at 40% utilisation
     print("  %-34s C = %.1e FLOPs = %8.0f GPU-days (100 TFLOP/s at 40%%)" % (name, c, gpu_days))
 print("  this lesson's largest run: C = %.1e FLOPs" % runs[-1]["C"][-1])
+
+# %%
+L.step("6. What a small model cannot do (001 §7 总结, 004 总结)")
+# 001 §7 and 004's summary name the open problems: cost (steps 1-5), bias, safety,
+# interpretability. Two limits can be measured on the small GPT that ships with tinylm (trained
+# on Python's reference documentation only): it knows its domain and little else, and it
+# cannot read what its tokenizer never saw. Its biases are its data's: it writes like a
+# reference manual, whatever you ask.
+pm, ptok, pmeta = load_packaged_model()
+held_out = np.array(ptok.encode(load_corpus("pydoc")[-20_000:]), dtype=np.int64)
+story = ("The old fisherman walked down to the harbour before sunrise. His daughter had mended "
+         "the nets the night before, and the boat smelled of salt and tar. They rowed past the "
+         "lighthouse while the gulls circled above, hoping for a share of the morning catch. "
+         "By noon the wind had turned, and the sea grew rough and grey. ") * 2
+story_ids = np.array(ptok.encode(story), dtype=np.int64)
+in_domain = evaluate(pm, held_out, 128, 16, max_batches=2)
+out_domain = evaluate(pm, story_ids, 128, 16)
+print("packaged GPT: held-out Python docs %.2f nats/char; a plain English story %.2f nats/char"
+      % (in_domain, out_domain))
+try:
+    ptok.encode("语言模型")
+    reads_chinese = True
+except ValueError as e:
+    reads_chinese = False
+    print("Chinese text:", e)
+L.check("outside its training domain the small model predicts far worse (+0.3 nats/char)",
+        out_domain > in_domain + 0.3, "%.2f vs %.2f" % (out_domain, in_domain))
+L.check("it cannot even read characters its tokenizer never saw (Chinese)", not reads_chinese)
 
 # %%
 L.finish()
