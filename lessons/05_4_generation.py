@@ -1,10 +1,11 @@
 """Lesson 05_4 - generating text: greedy, sampling, temperature, top-k, top-p, the KV cache.
 
-Accompanies: 001 §5 项目实践：代码实例和详细解释说明, 003 §5 项目实践：代码实例和详细解释说明.
+Accompanies: 001 §5 项目实践：代码实例和详细解释说明, 003 §5 项目实践：代码实例和详细解释说明 (⚠ its
+openai.Completion call: removed API, retired model).
 
 001 §5 calls Hugging Face's model.generate(input_ids, max_length=100, num_return_sequences=1);
-003 §5 sends a prompt to a hosted model. You train a small GPT and call tinylm.generate with the
-same argument names, see what greedy decoding and sampling produce, how temperature, top-k and
+003 §5 sends a prompt to a hosted model. You take the small GPT that ships with tinylm and call
+tinylm.generate with the same argument names, see what greedy decoding and sampling produce, how temperature, top-k and
 top-p reshape the next-token distribution, what a key/value cache saves, and what prompting a
 plain (not instruction-tuned) language model can and cannot do.
 """
@@ -15,25 +16,26 @@ import time
 
 import numpy as np
 
+from tinylm.data import load_corpus, split_train_val
 from tinylm.generate import generate, generate_ids, next_token_distribution
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
-from tinylm.models import build_model
-from tinylm.train import TrainConfig, Trainer, prepare_data
+from tinylm.packaged import load_packaged_model
+from tinylm.train import evaluate
 
 L = Lesson(__doc__)
 plt = matplotlib_agg()
 
 # %%
 L.step("1. A small GPT to generate from")
-tok, train_ids, val_ids = prepare_data("pydoc", "char", max_chars=L.pick(465_000, 150_000))
-model = build_model("gpt", vocab_size=tok.vocab_size, n_layer=2, n_head=4, d_model=64,
-                    block_size=64, dropout=0.0, seed=0)
-cfg = TrainConfig(steps=L.pick(800, 120), batch_size=16, lr=3e-3, min_lr=3e-4, warmup=20,
-                  eval_interval=10 ** 9, eval_batches=L.pick(16, 4), seed=0, plot=False)
-res = Trainer(model, tok, train_ids, val_ids, cfg, log=None).fit()
-print("GPT with %s parameters, %d steps in %.0f s: validation loss %.3f (perplexity %.1f)"
-      % ("{:,}".format(model.num_parameters()), res.step, res.elapsed, res.val_loss,
-         math.exp(res.val_loss)))
+# The GPT that ships inside tinylm (tinylm/assets; scripts/train_packaged_model.py trained it:
+# 4 layers, d_model 128, 1500 steps on Python's reference documentation, characters as tokens).
+# Lesson 05_3 shows how such a model is trained; here we only use it.
+model, tok, meta = load_packaged_model()
+ids = np.array(tok.encode(load_corpus("pydoc")), dtype=np.int64)
+train_ids, val_ids = split_train_val(ids, meta["train_config"]["val_fraction"])
+val_loss = evaluate(model, val_ids, model.config.block_size, 16, max_batches=L.pick(16, 4))
+print("GPT with %s parameters, trained %d steps: validation loss %.3f (perplexity %.1f)"
+      % ("{:,}".format(model.num_parameters()), meta["step"], val_loss, math.exp(val_loss)))
 
 # %%
 L.step("2. Greedy decoding vs sampling")
@@ -137,7 +139,8 @@ ax.plot(lengths, 1e3 * np.array(t_nocache), "o-", label="no cache (re-run the co
 ax.plot(lengths, 1e3 * np.array(t_cache), "s-", label="key/value cache")
 ax.set_xlabel("max_length (tokens generated + prompt)")
 ax.set_ylabel("generation time (ms)")
-ax.set_title("Greedy generation, 2-layer GPT, d_model=64")
+ax.set_title("Greedy generation, %d-layer GPT, d_model=%d"
+             % (model.config.n_layer, model.config.d_model))
 ax.legend()
 ax.grid(alpha=0.3)
 L.savefig(fig, "kv_cache.png")
@@ -175,6 +178,28 @@ print("held-out sentences scored above the same characters shuffled: %d of %d"
       % (wins, len(sentences)))
 L.check("the model prefers real held-out sentences to their characters shuffled",
         len(sentences) >= 5 and wins >= 0.9 * len(sentences), "%d/%d" % (wins, len(sentences)))
+
+# %%
+L.step("6. ⚠ 003 §5's openai.Completion.create, and what the call does")
+# 003 §5 calls openai.Completion.create(engine="text-davinci-003", prompt=..., max_tokens=60) and
+# prints response.choices[0].text.strip(). That code no longer runs: openai.Completion was removed
+# from the openai package in version 1.0 (November 2023; calling it raises an error pointing to
+# the new client, client.completions.create(model=...)), and OpenAI retired text-davinci-003 in
+# January 2024. What the call did is simple, and runs here on any tinylm model: take the prompt,
+# generate up to max_tokens more tokens, return the continuation (not the prompt) as "text".
+prompt = "Translate the following English text to French: '{}'"   # 003 §5's prompt, verbatim:
+# (its '{}' is never filled - no .format() - so the model received the braces literally)
+max_tokens = 60
+out = generate(model, tok, prompt, max_length=len(tok.encode(prompt)) + max_tokens,
+               do_sample=True, temperature=0.7, seed=0)[0]
+text = out[len(prompt):]
+print("prompt: %r\nchoices[0].text.strip(): %r" % (prompt, text.strip()))
+L.check("the completion is the prompt's continuation, max_tokens tokens long",
+        out.startswith(prompt) and len(tok.encode(text)) == max_tokens)
+print("""
+A plain LM continues the text; it does not follow the instruction (it was never tuned to). A
+character model of Python's docs continues it with docs-like text. Instruction-following is
+learned from (instruction, answer) examples after pretraining - a fine-tuning step (03_5).""")
 
 # %%
 L.finish()
