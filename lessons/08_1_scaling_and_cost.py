@@ -2,7 +2,8 @@
 
 Accompanies: 000 §8 总结：未来发展趋势与挑战, 002 §8 总结：未来发展趋势与挑战,
 002 §9 附录：常见问题与解答 (问题 2), 003 §8 总结：未来发展趋势与挑战,
-003 §9 附录：常见问题与解答 (问题 1), 001 §7 总结：未来发展趋势与挑战, 004 总结：未来发展趋势与挑战.
+003 §9 附录：常见问题与解答 (问题 1, 问题 2), 001 §7 总结：未来发展趋势与挑战,
+004 总结：未来发展趋势与挑战.
 
 You count the arithmetic of a GPT by instrumenting tinylm's matmul kernel and compare it with
 the rule of thumb (2N FLOPs per token forward, 6N to train), train models of several sizes and
@@ -275,12 +276,13 @@ for name, n, d in (("GPT-2 (1.5B params, ~10B tokens)", 1.5e9, 10e9),
 print("  this lesson's largest run: C = %.1e FLOPs" % runs[-1]["C"][-1])
 
 # %%
-L.step("6. What a small model cannot do (001 §7 总结, 004 总结)")
+L.step("6. What a small model cannot do (001 §7 总结, 004 总结, 003 §9 问题 2)")
 # 001 §7 and 004's summary name the open problems: cost (steps 1-5), bias, safety,
 # interpretability. Two limits can be measured on the small GPT that ships with tinylm (trained
 # on Python's reference documentation only): it knows its domain and little else, and it
 # cannot read what its tokenizer never saw. Its biases are its data's: it writes like a
-# reference manual, whatever you ask.
+# reference manual, whatever you ask. 003 §9 Q2 ("can an LLM generate any kind of text?")
+# answers "in theory yes, if the training data holds it" - the second half is the whole answer.
 pm, ptok, pmeta = load_packaged_model()
 held_out = np.array(ptok.encode(load_corpus("pydoc")[-20_000:]), dtype=np.int64)
 story = ("The old fisherman walked down to the harbour before sunrise. His daughter had mended "
