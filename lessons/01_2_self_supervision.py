@@ -18,10 +18,10 @@ import math
 import numpy as np
 
 from tinylm.data import load_corpus, split_train_val
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.models.ngram import NGramLM
-from tinylm.packaged import load_packaged_model
+from tinylm.pretrained.packaged import load_packaged_model
 from tinylm.train import TrainConfig, Trainer, evaluate
 
 L = Lesson(__doc__)

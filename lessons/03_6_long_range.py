@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.optim import Adam, clip_grad_norm
 

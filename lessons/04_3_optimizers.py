@@ -14,7 +14,7 @@ side.
 import numpy as np
 
 from tinylm import optim
-from tinylm.lesson import Lesson, matplotlib_agg
+from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.train import TrainConfig, Trainer, prepare_data
 

@@ -19,7 +19,7 @@ import numpy as np
 from tinylm.data import load_corpus, split_train_val
 from tinylm.generate import generate, generate_ids, next_token_distribution
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
-from tinylm.packaged import load_packaged_model
+from tinylm.pretrained.packaged import load_packaged_model
 from tinylm.train import evaluate
 
 L = Lesson(__doc__)

@@ -21,7 +21,7 @@ from tinylm import kernels
 from tinylm.data import load_corpus
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
-from tinylm.packaged import load_packaged_model
+from tinylm.pretrained.packaged import load_packaged_model
 from tinylm.train import TrainConfig, Trainer, evaluate, prepare_data
 
 L = Lesson(__doc__)

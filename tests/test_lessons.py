@@ -49,7 +49,7 @@ def test_packaged_model_loads_and_knows_its_corpus():
     import math
     import numpy as np
     from tinylm.data import load_corpus, split_train_val
-    from tinylm.packaged import PACKAGED_MODEL, load_packaged_model
+    from tinylm.pretrained.packaged import PACKAGED_MODEL, load_packaged_model
     from tinylm.train import evaluate
     assert os.path.getsize(PACKAGED_MODEL) < 4e6
     model, tok, meta = load_packaged_model()

@@ -7,7 +7,7 @@ the README gives its validation loss.  It lets lessons and commands show real ge
 without training first.  It is a tinylm training checkpoint holding only the weights, the
 tokenizer and the metadata (no optimizer state), so everything that reads a checkpoint reads it::
 
-    from tinylm.packaged import load_packaged_model
+    from tinylm.pretrained.packaged import load_packaged_model
     model, tok, meta = load_packaged_model()
 """
 
@@ -15,7 +15,7 @@ import os
 
 __all__ = ["PACKAGED_MODEL", "packaged_model_path", "load_packaged_model"]
 
-PACKAGED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+PACKAGED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                               "gpt-pydoc-char.npz")
 
 
