@@ -58,3 +58,22 @@ def test_packaged_model_loads_and_knows_its_corpus():
     _, val = split_train_val(ids, meta["train_config"]["val_fraction"])
     loss = evaluate(model, val[:4097], model.config.block_size, 16)
     assert loss < 1.6 < math.log(tok.vocab_size), loss
+
+
+def test_lesson_notebook_command_writes_the_cells_and_the_options(tmp_path, capsys):
+    pytest.importorskip("jupytext", reason="tinylm lesson --notebook needs jupytext "
+                                           "(CI installs it and also executes notebooks)")
+    import nbformat
+    from tinylm.cli import main
+    out = tmp_path / "les.ipynb"
+    assert main(["lesson", "05_4", "--notebook", str(out), "--fast"]) == 0
+    nb = nbformat.read(str(out), as_version=4)
+    nbformat.validate(nb)
+    src = open(os.path.join(ROOT, "lessons", "05_4_generation.py"), encoding="utf-8").read()
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("Lesson 05_4")
+    assert "TINYLM_LESSON_ARGS\"] = '--fast'" in nb.cells[1].source
+    code = [c.source for c in nb.cells[2:] if c.cell_type == "code"]
+    assert len(code) == src.count("# %%") and "L.finish()" in code[-1]
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["lesson", "05_4", "--notebook", str(tmp_path / "missing" / "x.ipynb")])

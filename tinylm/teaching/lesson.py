@@ -27,7 +27,8 @@ Options every lesson takes:
 
 In Jupyter (where ``sys.argv`` belongs to the kernel) the options are read
 from the environment variable ``TINYLM_LESSON_ARGS`` instead, e.g. a first
-cell ``%env TINYLM_LESSON_ARGS=--fast``.
+cell ``%env TINYLM_LESSON_ARGS=--fast``; plots are saved and also shown
+inline.  ``tinylm lesson NAME --notebook [PATH]`` writes such a notebook.
 """
 
 import argparse
@@ -40,6 +41,9 @@ class Lesson:
     def __init__(self, doc, argv=None, name=None):
         main = sys.modules.get("__main__")
         path = getattr(main, "__file__", None) or "lesson"
+        if _in_notebook():
+            # a notebook written by `tinylm lesson NAME --notebook` sets its lesson's name
+            path = os.environ.get("TINYLM_LESSON_NAME", "lesson")
         self.name = name or os.path.splitext(os.path.basename(path))[0]
         first = (doc or "").strip().splitlines()
         ap = argparse.ArgumentParser(
@@ -53,7 +57,7 @@ class Lesson:
                         help="folder for plots (default ./lesson_output/<lesson>)")
         ap.add_argument("--seed", type=int, default=0, help="random seed")
         if argv is None:
-            if "ipykernel" in sys.modules:
+            if _in_notebook():
                 # Inside Jupyter sys.argv belongs to the kernel; options come from
                 # the environment instead: %env TINYLM_LESSON_ARGS=--fast
                 import shlex
@@ -101,6 +105,9 @@ class Lesson:
         fig.tight_layout()
         fig.savefig(p, dpi=110)
         import matplotlib.pyplot as plt
+        if _in_notebook():                 # Jupyter: show the figure in the notebook too
+            from IPython.display import display
+            display(fig)
         plt.close(fig)
         print("  plot saved: %s" % p)
         return p
@@ -129,9 +136,18 @@ class Lesson:
         print("all checks passed")
 
 
+def _in_notebook():
+    """True inside a Jupyter kernel (the lesson runs as notebook cells)."""
+    return "ipykernel" in sys.modules
+
+
 def matplotlib_agg():
-    """Import pyplot with a non-interactive backend (lessons only write PNGs)."""
+    """Import pyplot with a non-interactive backend: on the command line lessons write PNGs.
+
+    In Jupyter the kernel's backend (inline) is kept, and ``Lesson.savefig`` also shows each
+    figure in the notebook."""
     import matplotlib
-    matplotlib.use("Agg")
+    if not _in_notebook():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
