@@ -132,7 +132,8 @@ for d in widths:
     res = tr.fit()
     h = res.history
     runs.append(dict(d=d, N=m.num_parameters(), flops=step_flops,
-                     C=np.array(h["val_step"]) * step_flops, loss=np.array(h["val_loss"])))
+                     C=np.array(h["val_step"]) * step_flops, loss=np.array(h["val_loss"]),
+                     steps=np.array(h["val_step"])))
     print("d_model %4d: %8s parameters, %.2e FLOPs/step, %d steps in %4.0f s, val loss %.3f"
           % (d, "{:,}".format(m.num_parameters()), step_flops, res.step, res.elapsed,
              res.val_loss))
@@ -204,8 +205,14 @@ L.check("bigger models reach lower loss (same data, same steps)",
         all(a > b for a, b in zip(final, final[1:])), " ".join("%.3f" % f for f in final))
 L.check("loss is far from proportional to size: %.0fx the parameters give < 2x lower loss"
         % (Ns[-1] / Ns[0]), final[0] / final[-1] < 2.0, "%.2fx" % (final[0] / final[-1]))
-L.check("the losses flatten on log-log axes (the best-fitting floor E is above 0)", E_fit > 0.05,
-        "E = %.2f" % E_fit)
+# Whether a floor shows depends on the run: the --fast runs (80 steps) flatten early (E well
+# above 0: the step budget is the floor), the full runs give E ~ 0 (no floor visible yet). Both
+# say the same thing: these models are under-trained, still improving when training stopped.
+big = runs[-1]
+i = int(np.searchsorted(big["steps"], 2 * STEPS // 3))          # the evaluation at ~2/3
+L.check("the largest model was still improving in its last third of training (under-trained)",
+        big["loss"][-1] < big["loss"][i] - 0.01, "%.3f at step %d, %.3f at step %d"
+        % (big["loss"][i], big["steps"][i], big["loss"][-1], big["steps"][-1]))
 print("""002 §9 Q2 answers 'yes, performance is proportional to compute'. Measured, it is not: loss
 falls slowly, roughly as a power law of size (Kaplan et al. 2020 found exponents of ~ -0.05 to
 -0.08 for large models). Written with its floor, L = E + A N^-alpha, each halving of the
