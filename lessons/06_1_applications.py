@@ -8,7 +8,8 @@ summarisation, semantic search, code completion. You build laptop-sized versions
 with tinylm: generation and code completion (two small GPTs, one on English, one on Python),
 translation-like seq2seq, classification by fine-tuning an encoder, and semantic search with a
 real pretrained sentence encoder (all-MiniLM-L6-v2) when it is installed. Each one is measured,
-and the lesson says what a laptop version cannot show.
+and the lesson says what a laptop version cannot show: question answering and summarising by
+prompting, tried on the small GPT that ships with tinylm, measured against what it can do.
 """
 
 # %%
@@ -23,6 +24,7 @@ from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.models.bert import BERT, BERTConfig, SequenceClassifier
 from tinylm.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from tinylm.pretrained.packaged import load_packaged_model
 from tinylm.teaching.tasks import SequenceTask, sequence_accuracy
 from tinylm.tokenizers import CharTokenizer
 from tinylm.train import TrainConfig, Trainer, evaluate
@@ -238,4 +240,69 @@ What a laptop cannot show: question answering, summarisation and translation of 
 need models trained on far more data (and, for QA and summaries, instruction tuning). The
 mechanisms are the ones above - next-token generation, an encoder-decoder with attention, an
 encoder with a task head, embeddings compared by cosine - scaled up by orders of magnitude.""")
+# %%
+L.step("5. Question answering and summarising by prompting: what a small LM can do")
+# 001 §6 and 002 §6 list question answering, dialogue and summarisation. Large models do them by
+# prompting. Try the small GPT that ships with tinylm (0.8M parameters, Python's docs, 1500
+# steps): score each candidate answer by its log-likelihood after the question (no sampling
+# noise), for ten multiple-choice questions about Python whose answers are in its training text,
+# written in its documents' style. As a contrast, the same scoring on something a character model
+# does learn: telling a correctly spelled keyword from a misspelling.
+pm, ptok, _ = load_packaged_model()
+
+
+def answer_logprob(question, answer):
+    ids = np.array([ptok.encode(question + answer)])
+    logits = pm.forward(ids[:, :-1])[0]                              # (T-1, V)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    t = ids[0, 1:]
+    n_q = len(ptok.encode(question))
+    return float(logp[np.arange(len(t)), t][n_q - 1:].sum())        # the answer's tokens only
+
+
+QA = [("A function is defined with the keyword ", ['"def"', '"class"', '"lambda"', '"import"']),
+      ("A class is defined with the keyword ", ['"class"', '"def"', '"return"', '"import"']),
+      ("A missing dictionary key raises ", ['"KeyError"', '"IndexError"', '"ValueError"',
+                                            '"TypeError"']),
+      ("An index out of range raises ", ['"IndexError"', '"KeyError"', '"NameError"',
+                                         '"OSError"']),
+      ("To leave a loop early, use ", ['"break"', '"continue"', '"return"', '"pass"']),
+      ("Division by zero raises ", ['"ZeroDivisionError"', '"KeyError"', '"ImportError"',
+                                    '"SyntaxError"']),
+      ("Modules are loaded with the statement ", ['"import"', '"def"', '"while"', '"yield"']),
+      ("A generator function produces values with ", ['"yield"', '"import"', '"raise"',
+                                                      '"del"']),
+      ("An exception is raised with the statement ", ['"raise"', '"yield"', '"import"',
+                                                      '"global"']),
+      ("Code that always runs after a try block goes in ", ['"finally"', '"else"', '"elif"',
+                                                            '"with"'])]
+qa_right = 0
+for q, options in QA:                      # the first option is the right one
+    pick = int(np.argmax([answer_logprob(q, o) for o in options]))
+    qa_right += pick == 0
+    print("%-52s -> %-20s %s" % (q, options[pick], "right" if pick == 0 else "wrong"))
+spell = [("def", "dfe"), ("class", "calss"), ("return", "retrun"), ("import", "imprt"),
+         ("lambda", "lamdba"), ("yield", "yeild"), ("raise", "rasie"), ("while", "whlie"),
+         ("except", "excpet"), ("global", "golbal")]
+spell_right = sum(answer_logprob("The statement ", '"%s"' % a) >
+                  answer_logprob("The statement ", '"%s"' % b) for a, b in spell)
+print("facts: %d of %d right (chance 2.5); spelling: %d of %d right (chance 5)"
+      % (qa_right, len(QA), spell_right, len(spell)))
+prompt = ("The \"break\" statement may only occur in a loop. It terminates the nearest "
+          "enclosing loop.\nIn short:")
+summary = generate(pm, ptok, prompt, max_length=len(ptok.encode(prompt)) + 60, seed=0)[0]
+print("summarise by prompting ('In short:'):\n  %r" % summary[len(prompt):])
+L.check("the small LM knows spelling (>= 9 of 10 keywords preferred to a misspelling)",
+        spell_right >= 9, "%d/10" % spell_right)
+L.check("it knows spelling far better than facts (factual QA needs a much larger model)",
+        spell_right >= qa_right + 3, "spelling %d/10, facts %d/10" % (spell_right, qa_right))
+print("""
+So at this size, prompting gives fluent-looking text in its corpus's style, spelling and phrasing;
+it does not give answers or summaries - those abilities appear with far more parameters and
+data (lesson 08_1) and, for following instructions, with instruction tuning (lesson 05_4).
+A small model's honest route to QA or summarisation is fine-tuning on examples of the task
+(step 3) or retrieval (step 4: find the paragraph that holds the answer).""")
+
+# %%
 L.finish()
