@@ -8,6 +8,7 @@ You cut the same English text three ways - characters, words, and byte-level byt
 the BPE training loop yourself in a dozen lines and check it learns exactly the merges of
 tinylm.tokenizers.BPETokenizer. Finally you test a step of 002 §3, removing stop words, and see
 by experiment why a language model must keep them, and run Chinese text through all three.
+Last, 000 §2.2's other sub-fields of NLP, as a small trained language model meets them.
 """
 
 # %%
@@ -269,6 +270,45 @@ L.check("BPE trained on Chinese text needs fewer tokens than the English one",
 print("""
 (A piece shown as '\ufffd' is part of a character: BPE merges bytes, and a merge may hold
 1 or 2 of a character's 3 bytes. Decoding whole sequences is always exact.)""")
+
+# %%
+L.step("6. NLP's sub-fields, as a language model meets them (000 §2.2)")
+# 000 §2.2 lists 词法分析 (lexical analysis), 句法分析 (syntax), 语义分析 (semantics) and 语用分析
+# (pragmatics). Classical NLP built a separate tool for each; a language model is trained on
+# none of them, only to predict the next token. Lexical analysis is what this lesson did:
+# cutting text into units. Syntax it picks up from text alone - test it with minimal pairs
+# (a grammatical sentence and the same with one agreement error, in the style of the corpus)
+# on the small GPT that ships with tinylm (0.8M parameters, trained on this corpus; lesson 05_4).
+from tinylm.pretrained.packaged import load_packaged_model  # noqa: E402
+pm, ptok, _ = load_packaged_model()
+
+
+def logprob(text_):
+    ids_ = np.array([ptok.encode(text_)])
+    z = pm.forward(ids_[:, :-1])[0]
+    z = z - z.max(-1, keepdims=True)
+    lp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(lp[np.arange(ids_.shape[1] - 1), ids_[0, 1:]].sum())
+
+
+minimal_pairs = [("The function returns a list.", "The function return a list."),
+                 ("This method is called when", "This method are called when"),
+                 ("An object has a type.", "An object have a type."),
+                 ("These objects are compared", "These objects is compared"),
+                 ("It raises an exception.", "It raise an exception."),
+                 ("The arguments are evaluated", "The arguments is evaluated"),
+                 ("If the value is true", "If the value are true"),
+                 ("Each element is a string", "Each element are a string"),
+                 ("The keys must be hashable", "The keys must is hashable"),
+                 ("A module can contain classes", "A module can contains classes"),
+                 ("an integer", "a integer"), ("an exception", "a exception")]
+prefers = [logprob(good) > logprob(bad) for good, bad in minimal_pairs]
+for (good, bad), ok in zip(minimal_pairs, prefers):
+    print("  %-32s vs %-32s %s" % (good, bad, "prefers the grammatical one" if ok else "WRONG"))
+L.check("the LM prefers the grammatical sentence in >= 10 of 12 minimal pairs (句法)",
+        sum(prefers) >= 10, "%d/12" % sum(prefers))
+print("""Semantics is harder: the same model answers factual questions at chance (lesson 06_1
+step 5), and pragmatics (what a speaker means in context) is beyond any model this size.""")
 
 # %%
 L.finish()
