@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 
-from tinylm.data import load_corpus, split_train_val
+from tinylm.data import BatchSampler, load_corpus, split_train_val
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
+from tinylm.models.bert import BERT, BERTConfig
 from tinylm.models.ngram import NGramLM
 from tinylm.pretrained.packaged import load_packaged_model
 from tinylm.train import TrainConfig, Trainer, evaluate
@@ -39,23 +40,26 @@ print("corpus: %d characters -> %d training / %d validation tokens (vocabulary %
       % (len(text), len(train_ids), len(val_ids), tok.vocab_size))
 
 # Causal LM (GPT; 001 §2 "predict the next word"): input = the text, label = the text moved
-# one token left. Every position of raw text is a labelled example.
-x, y = train_ids[:-1], train_ids[1:]
-i = 1000
-print("example: context %r -> label %r" % (tok.decode(x[i - 30:i + 1]), tok.decode([y[i]])))
-L.check("causal LM: every label is simply the next character of the raw text",
-        np.array_equal(y[:-1], x[1:]) and len(y) == len(train_ids) - 1)
+# one token left. Every position of raw text is a labelled example. These are the batches
+# tinylm's Trainer feeds (tinylm.data.BatchSampler): check that they are nothing but raw text.
+xb, yb = BatchSampler(train_ids, batch_size=64, block_size=32, seed=L.seed).next_batch()
+print("example: context %r -> label %r" % (tok.decode(xb[0]), tok.decode([yb[0, -1]])))
+raw = train_ids.tobytes()
+windows_ok = all(np.concatenate([xb[r], yb[r, -1:]]).tobytes() in raw for r in range(len(xb)))
+L.check("causal LM: every (input, label) row is a 33-token stretch of the raw text, shifted by one",
+        windows_ok and np.array_equal(xb[:, 1:], yb[:, :-1]))
 
-# Masked LM (BERT; lesson 03_5): hide 15% of the tokens, the label is the hidden token.
-rng = np.random.default_rng(L.seed)
-window = train_ids[:200].copy()
-hide = rng.random(window.shape) < 0.15
-MASK = tok.vocab_size                                              # a new id for [MASK]
-masked_input = np.where(hide, MASK, window)
-labels = np.where(hide, window, -100)                             # -100: not scored
-print("masked LM: %d of %d positions hidden and scored" % (hide.sum(), hide.size))
-L.check("masked LM: the labels are the original tokens at the hidden positions, nothing else",
-        np.array_equal(labels[hide], window[hide]) and np.all(labels[~hide] == -100))
+# Masked LM (BERT; lesson 03_5): hide 15% of the tokens, the label is the hidden token
+# (tinylm.models.bert.BERT.mask_tokens, the masking the BERT lessons train with).
+mlm = BERT(BERTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                      d_model=16, seed=0))
+window = train_ids[:32 * 64].reshape(64, 32)
+masked_input, labels = mlm.mask_tokens(window, rng=np.random.default_rng(L.seed))
+scored = labels != mlm.ignore_index
+print("masked LM: %d of %d positions hidden and scored" % (scored.sum(), scored.size))
+L.check("masked LM: the labels are the original tokens at the scored positions, nothing else",
+        np.array_equal(labels[scored], window[scored]) and 0.1 < scored.mean() < 0.2,
+        "%.1f%% scored" % (100 * scored.mean()))
 print("""
 So a corpus of N tokens gives N - 1 next-token labels (causal) or about 0.15 N (masked), for
 free. The training itself is ordinary supervised learning - a cross-entropy against a target,
