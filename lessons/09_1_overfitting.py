@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from tinylm import optim
+from tinylm.data import load_corpus
 from tinylm.layers.base import Layer
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
@@ -181,7 +182,6 @@ L.step("5. More data vs regularisation (002 §9 问题 3, 004 附录)")
 # 002 §9 Q3 answers "do LLMs overfit easily?" with "yes", and 004 lists more data among the
 # remedies. Measure it: the same model and steps, the same validation text, with 2x, 4x, 8x
 # more training text (taken from further on in the corpus, so it never overlaps validation).
-from tinylm.data import load_corpus  # noqa: E402
 more_text = load_corpus("pydoc")[L.pick(12_000, 7_000):]
 more_ids = np.array([tok.stoi[c] for c in more_text if c in tok.stoi], dtype=np.int64)
 factors = [1, 2, 4, 8]
