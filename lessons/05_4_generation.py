@@ -7,7 +7,8 @@ openai.Completion call: removed API, retired model).
 003 §5 sends a prompt to a hosted model. You take the small GPT that ships with tinylm and call
 tinylm.generate with the same argument names, see what greedy decoding and sampling produce, how temperature, top-k and
 top-p reshape the next-token distribution, what a key/value cache saves, and what prompting a
-plain (not instruction-tuned) language model can and cannot do.
+plain (not instruction-tuned) language model can and cannot do; 003 §5's completion call, rebuilt;
+and beam search beside greedy decoding and sampling.
 """
 
 # %%
@@ -16,6 +17,7 @@ import time
 
 import numpy as np
 
+from tinylm.complete import Completion, complete
 from tinylm.data import load_corpus, split_train_val
 from tinylm.generate import generate, generate_ids, next_token_distribution
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
@@ -188,18 +190,100 @@ L.step("6. ⚠ 003 §5's openai.Completion.create, and what the call does")
 # January 2024. What the call did is simple, and runs here on any tinylm model: take the prompt,
 # generate up to max_tokens more tokens, return the continuation (not the prompt) as "text".
 prompt = "Translate the following English text to French: '{}'"   # 003 §5's prompt, verbatim:
-# (its '{}' is never filled - no .format() - so the model received the braces literally)
-max_tokens = 60
-out = generate(model, tok, prompt, max_length=len(tok.encode(prompt)) + max_tokens,
-               do_sample=True, temperature=0.7, seed=0)[0]
-text = out[len(prompt):]
-print("prompt: %r\nchoices[0].text.strip(): %r" % (prompt, text.strip()))
+# (its '{}' is never filled - no .format() - so the model receives the braces literally)
+# tinylm.complete.Completion.create takes 003 §5's arguments; engine= is any tinylm checkpoint
+# (a path) or a (model, tokenizer) pair.
+response = Completion.create(engine=(model, tok), prompt=prompt, max_tokens=60, temperature=0.7,
+                             seed=0)
+text = response.choices[0].text
+print("prompt: %r\nresponse.choices[0].text.strip(): %r  (finish_reason %r)"
+      % (prompt, text.strip(), response.choices[0].finish_reason))
 L.check("the completion is the prompt's continuation, max_tokens tokens long",
-        out.startswith(prompt) and len(tok.encode(text)) == max_tokens)
+        len(tok.encode(text)) == 60 and response.choices[0].finish_reason == "length")
+stopped = complete((model, tok), "The default value is ", max_tokens=60, temperature=0,
+                   stop=["\n", "."]).choices[0]
+print("with stop=['\\n', '.'] and temperature 0 (greedy): %r, finish_reason %r"
+      % (stopped.text, stopped.finish_reason))
+L.check("a stop string cuts the completion before it",
+        "\n" not in stopped.text and "." not in stopped.text)
 print("""
 A plain LM continues the text; it does not follow the instruction (it was never tuned to). A
 character model of Python's docs continues it with docs-like text. Instruction-following is
 learned from (instruction, answer) examples after pretraining - a fine-tuning step (03_5).""")
+
+# %%
+L.step("7. Beam search vs greedy vs sampling")
+# Greedy takes the single most likely token each step; the sequence it builds need not be the
+# most likely sequence. Beam search (num_beams=k, Hugging Face's argument) keeps the k best
+# partial sequences by their summed log-probability. Exact search is hopeless in general
+# (V^n sequences) - but for 2 new tokens V^2 = %d is small: beam search with num_beams = V
+# keeps every first token, so it must find the exact best pair.
+V = tok.vocab_size
+p_ids = tok.encode("If ")
+
+
+def seq_logprob(seq_ids, n_new):
+    """Sum of log p of the last n_new tokens of each row of seq_ids (B, T)."""
+    z = model.forward(seq_ids[:, :-1])                                  # (B, T-1, V)
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    t = seq_ids[:, 1:]
+    lp = np.take_along_axis(logp, t[..., None], axis=-1)[..., 0]        # (B, T-1)
+    return lp[:, -n_new:].sum(1)
+
+
+pairs = np.array([(a, b) for a in range(V) for b in range(V)])          # (V^2, 2)
+all_seqs = np.concatenate([np.tile(p_ids, (len(pairs), 1)), pairs], axis=1)
+scores = np.concatenate([seq_logprob(all_seqs[i:i + 2048], 2)
+                         for i in range(0, len(all_seqs), 2048)])
+exact = all_seqs[int(np.argmax(scores)), -2:]
+beam_v = generate_ids(model, p_ids, max_length=len(p_ids) + 2, num_beams=V)[0, -2:]
+greedy_2 = generate_ids(model, p_ids, max_length=len(p_ids) + 2)[0, -2:]
+print("after %r: exhaustive best pair %r (log p %.2f), beam search (num_beams=V) %r, greedy %r "
+      "(log p %.2f)" % (tok.decode(p_ids), tok.decode(exact), scores.max(), tok.decode(beam_v),
+                        tok.decode(greedy_2),
+                        seq_logprob(np.array([list(p_ids) + list(greedy_2)]), 2)[0]))
+L.check("beam search with num_beams = V finds the exact most likely 2-token continuation",
+        np.array_equal(beam_v, exact))
+L.check("greedy's first choice leads to a less likely pair than the best one",
+        seq_logprob(np.array([list(p_ids) + list(greedy_2)]), 2)[0] <= scores.max())
+# Longer texts: summed log-probability (how likely the model finds its own output) and
+# repetition, for greedy, beams of 4 and 8, and sampling at temperature 0.8.
+n_new = L.pick(60, 40)
+prompts = L.pick(["The return value of ", "If the argument is ", "Changed in version ",
+                  "A class definition "], ["The return value of ", "If the argument is "])
+rows = {}
+for name, kw in (("greedy", {}), ("beam 4", {"num_beams": 4}), ("beam 8", {"num_beams": 8}),
+                 ("beam 4, no repeated 4-grams", {"num_beams": 4, "no_repeat_ngram_size": 4}),
+                 ("sampling T=0.8", {"do_sample": True, "temperature": 0.8, "seed": 0})):
+    lps, reps, texts = [], [], []
+    for pr in prompts:
+        ids_ = tok.encode(pr)
+        out = generate_ids(model, ids_, max_length=len(ids_) + n_new, **kw)
+        lps.append(float(seq_logprob(out[:1], n_new)[0]))
+        texts.append(tok.decode(out[0, len(ids_):]))
+        reps.append(repeated_share(texts[-1]))
+    rows[name] = (np.mean(lps), np.mean(reps), texts[0])
+    print("%-28s log p %7.1f   repeated 8-grams %.2f   %r"
+          % (name, rows[name][0], rows[name][1], texts[0][:50]))
+# (A beam is not guaranteed to beat greedy: greedy's path can be pruned from a narrow beam
+# early and the beam's survivors end lower. Wider beams search more.)
+L.check("beam search with 8 beams finds continuations the model rates more likely than greedy's",
+        rows["beam 8"][0] > rows["greedy"][0],
+        "%.1f vs %.1f" % (rows["beam 8"][0], rows["greedy"][0]))
+L.check("sampled text is far less likely under the model than greedy or beam text",
+        rows["sampling T=0.8"][0] < min(rows["greedy"][0], rows["beam 4"][0]))
+L.check("no_repeat_ngram_size=4 leaves no repeated 4-gram", all(
+    len(set(t[i:i + 4] for i in range(len(t) - 3))) == len(t) - 3
+    for t in [tok.decode(generate_ids(model, tok.encode(pr), max_length=len(tok.encode(pr))
+                                      + n_new, num_beams=4, no_repeat_ngram_size=4)[0])
+              for pr in prompts[:2]]))
+print("""
+The most likely text is not the best text: beam search raises the likelihood and, for a small
+model, also the looping (the most likely continuation of a phrase is often the phrase again).
+Sampling gives varied, less likely text. That is why open-ended generation samples (with
+temperature / top-k / top-p) and beam search is used where one right answer exists
+(translation, lesson 03_3's task).""")
 
 # %%
 L.finish()
