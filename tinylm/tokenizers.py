@@ -23,15 +23,29 @@ Common interface::
     d = tok.to_dict()                      # JSON-serialisable dict
     tok = tokenizer_from_dict(d)           # any kind, dispatched on d["type"]
     tok.save("tok.json"); tok = load_tokenizer("tok.json")   # or Class.load
+
+Reading a tokenizer (a JSON file, or the dict inside a checkpoint) checks
+the limits of :mod:`tinylm.limits` (JSON size and depth, at most
+``MAX_BPE_MERGES`` merges, BPE tokens of at most ``MAX_BPE_TOKEN_BYTES``
+bytes, ids that are integers) and raises :class:`TokenizerError` (a
+``ValueError``) naming the problem.
 """
 
 import heapq
 import json
 import re
 from collections import Counter
+from numbers import Integral
+
+from tinylm import limits
+from tinylm.limits import FormatError
 
 __all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer",
-           "tokenizer_from_dict", "load_tokenizer", "TOKENIZERS"]
+           "tokenizer_from_dict", "load_tokenizer", "TOKENIZERS", "TokenizerError"]
+
+
+class TokenizerError(FormatError):
+    """A tokenizer file or dict that is malformed or over a limit."""
 
 
 class _Tokenizer:
@@ -130,6 +144,8 @@ class CharTokenizer(_Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d["chars"], str):
+            raise TokenizerError("'chars' must be a string, got %s" % type(d["chars"]).__name__)
         return cls(list(d["chars"]))
 
 
@@ -231,7 +247,10 @@ class WordTokenizer(_Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["words"], lowercase=d.get("lowercase", False))
+        words = d["words"]
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise TokenizerError("'words' must be a list of strings")
+        return cls(words, lowercase=d.get("lowercase", False) is True)
 
 
 # ==========================================================================
@@ -270,13 +289,26 @@ class BPETokenizer(_Tokenizer):
         self.merges = []
         self.ranks = {}                               # (a, b) -> rank r
         self.vocab = [bytes([i]) for i in range(256)]  # id -> bytes
+        if len(merges) > limits.MAX_BPE_MERGES:
+            raise TokenizerError("%d BPE merges, more than the limit of %d "
+                                 "(tinylm.limits.MAX_BPE_MERGES)"
+                                 % (len(merges), limits.MAX_BPE_MERGES))
         for r, pair in enumerate(merges):
-            a, b = (int(x) for x in pair)
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(
+                    isinstance(x, Integral) and not isinstance(x, bool) for x in pair)):
+                raise TokenizerError("merge %d is %r, not a pair of integer ids" % (r, pair))
+            a, b = int(pair[0]), int(pair[1])
             n = 256 + r
             if not (0 <= a < n and 0 <= b < n):
-                raise ValueError("merge %d %r refers to an id not defined before it" % (r, pair))
+                raise TokenizerError("merge %d %r refers to an id not defined before it"
+                                     % (r, pair))
             if (a, b) in self.ranks:
-                raise ValueError("merge %d %r is a duplicate" % (r, pair))
+                raise TokenizerError("merge %d %r is a duplicate" % (r, pair))
+            if len(self.vocab[a]) + len(self.vocab[b]) > limits.MAX_BPE_TOKEN_BYTES:
+                raise TokenizerError("merge %d %r makes a token of %d bytes, more than the "
+                                     "limit of %d (tinylm.limits.MAX_BPE_TOKEN_BYTES)"
+                                     % (r, pair, len(self.vocab[a]) + len(self.vocab[b]),
+                                        limits.MAX_BPE_TOKEN_BYTES))
             self.merges.append((a, b))
             self.ranks[(a, b)] = r
             self.vocab.append(self.vocab[a] + self.vocab[b])
@@ -413,7 +445,10 @@ class BPETokenizer(_Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["merges"])
+        merges = d["merges"]
+        if not isinstance(merges, list):
+            raise TokenizerError("'merges' must be a list, got %s" % type(merges).__name__)
+        return cls(merges)
 
 
 # ==========================================================================
@@ -421,27 +456,34 @@ TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BPETokenizer}
 
 
 def tokenizer_from_dict(d):
-    """Rebuild any tokenizer from its :meth:`to_dict` form."""
+    """Rebuild any tokenizer from its :meth:`to_dict` form; TokenizerError if malformed."""
     if not isinstance(d, dict) or "type" not in d:
-        raise ValueError("a tokenizer dict must be a dict with a 'type' key, got %r"
-                         % (type(d).__name__,))
-    cls = TOKENIZERS.get(d["type"])
+        raise TokenizerError("a tokenizer dict must be a dict with a 'type' key, got %r"
+                             % (type(d).__name__,))
+    cls = TOKENIZERS.get(d["type"]) if isinstance(d["type"], str) else None
     if cls is None:
-        raise ValueError("unknown tokenizer type %r (known: %s)"
-                         % (d["type"], ", ".join(sorted(TOKENIZERS))))
+        raise TokenizerError("unknown tokenizer type %r (known: %s)"
+                             % (d["type"], ", ".join(sorted(TOKENIZERS))))
     try:
         return cls.from_dict(d)
-    except (KeyError, TypeError) as e:
-        raise ValueError("malformed %r tokenizer dict: %s" % (d["type"], e)) from None
+    except TokenizerError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise TokenizerError("malformed %r tokenizer dict: %s" % (d["type"], e)) from None
 
 
 def load_tokenizer(path):
     """Read a tokenizer JSON file written by ``save`` (any kind)."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError("%s is not a tokenizer JSON file: %s" % (path, e)) from None
-    except UnicodeDecodeError as e:
-        raise ValueError("%s is not UTF-8 text (byte offset %d)" % (path, e.start)) from None
-    return tokenizer_from_dict(d)
+        with open(path, "rb") as f:
+            data = f.read(limits.MAX_JSON_BYTES + 1)
+    except IsADirectoryError:
+        raise TokenizerError("%s is a folder, not a tokenizer JSON file" % path) from None
+    try:
+        d = limits.loads_json(data, "tokenizer %s" % path)
+    except FormatError as e:
+        raise TokenizerError("%s (not a tokenizer JSON file)" % e) from None
+    try:
+        return tokenizer_from_dict(d)
+    except TokenizerError as e:
+        raise TokenizerError("tokenizer %s: %s" % (path, e)) from None
