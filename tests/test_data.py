@@ -168,3 +168,44 @@ def test_sampler_argument_errors():
     s = BatchSampler(np.arange(100), 2, 4)
     with pytest.raises(ValueError, match="block_size"):
         s.load_state_dict(BatchSampler(np.arange(100), 2, 8).state_dict())
+
+
+# ------------------------------------------------------- representative split
+def test_split_text_interleaves_blocks_and_is_representative():
+    from tinylm.data import split_text
+    text = load_corpus("pydoc")
+    train, val = split_text(text, val_fraction=0.1)
+    assert len(train) + len(val) == len(text)
+    assert abs(len(val) / len(text) - 0.1) < 0.01
+    # validation comes from all over the corpus, not from its tail
+    n = len(text)
+    starts = [text.find(val[i:i + 100]) for i in range(0, len(val) - 100, len(val) // 40)]
+    starts = [s for s in starts if s >= 0]             # (a sample may span two blocks)
+    assert min(starts) < n // 5 and max(starts) > n * 4 // 5
+    # a unigram model fit on train does worse on validation than on train
+    # (on the old contiguous tail it did better: the tail is unrepresentative)
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    a = np.array([index[c] for c in train])
+    b = np.array([index[c] for c in val])
+    p = np.bincount(a, minlength=len(chars)) + 1.0
+    p /= p.sum()
+    assert -np.log(p[b]).mean() > -np.log(p[a]).mean()
+
+
+def test_split_text_is_the_same_for_every_tokenizer():
+    from tinylm.data import split_text
+    from tinylm.tokenizers import BPETokenizer, CharTokenizer
+    text = load_corpus("pydoc", max_chars=50_000)
+    train, val = split_text(text)
+    assert split_text(text) == (train, val)                  # deterministic
+    for tok in (CharTokenizer.train(text), BPETokenizer.train(text[:20_000], 300)):
+        assert tok.decode(tok.encode(val)) == val
+
+
+def test_split_text_errors():
+    from tinylm.data import split_text
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_text("abc\n" * 100, val_fraction=1.5)
+    with pytest.raises(CorpusError, match="cannot split"):
+        split_text("a", val_fraction=0.1)

@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CorpusError", "load_corpus", "split_train_val", "BatchSampler",
-           "CORPORA", "DEFAULT_GLOB"]
+__all__ = ["CorpusError", "load_corpus", "split_text", "split_train_val", "BatchSampler",
+           "CORPORA", "DEFAULT_GLOB", "VAL_BLOCKS"]
 
 CORPORA = ("pydoc", "code")
 DEFAULT_GLOB = "**/*.txt"
 CODE_MAX_CHARS = 1_000_000
+VAL_BLOCKS = 100       # split_text cuts the corpus into this many blocks
 
 
 class CorpusError(ValueError):
@@ -155,6 +156,44 @@ def _read_path(p, glob):
 # ==========================================================================
 # Splitting
 # ==========================================================================
+def split_text(text, val_fraction=0.1, blocks=VAL_BLOCKS):
+    """Split the corpus TEXT into (train_text, val_text) by interleaved blocks.
+
+    The text is cut into ``blocks`` blocks of about equal length, each ending
+    at a line end where there is one; block ``i`` goes to validation when
+    ``floor((i + 1) * val_fraction) > floor(i * val_fraction)`` -- for 0.1,
+    blocks 9, 19, ..., 99: ten blocks spread evenly over the whole corpus, so
+    validation text is as varied as training text (a contiguous tail is one
+    kind of text only).  Each side is its blocks joined in order.
+
+    Splitting the text, not the token ids, makes the split the same for
+    every tokenizer: char, word and BPE models are validated on the same
+    characters.  Deterministic.  ``tinylm train`` uses it.
+    """
+    if not isinstance(text, str):
+        raise TypeError("text must be a str, got %s" % type(text).__name__)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError("val_fraction must be in (0, 1), got %r" % (val_fraction,))
+    if int(blocks) < 2:
+        raise ValueError("blocks must be >= 2, got %r" % (blocks,))
+    n, blocks = len(text), int(blocks)
+    cuts = [0]
+    for i in range(1, blocks):
+        target = max(cuts[-1], n * i // blocks)
+        nl = text.find("\n", target, n * (i + 1) // blocks)   # the next line end in this block
+        cuts.append(nl + 1 if nl >= 0 else target)
+    cuts.append(n)
+    train, val = [], []
+    for i in range(blocks):
+        side = val if int((i + 1) * val_fraction) > int(i * val_fraction) else train
+        side.append(text[cuts[i]:cuts[i + 1]])
+    train_text, val_text = "".join(train), "".join(val)
+    if not train_text or not val_text:
+        raise CorpusError("cannot split a corpus of %d characters into train and "
+                          "validation text (val_fraction=%r)" % (n, val_fraction))
+    return train_text, val_text
+
+
 def split_train_val(ids, val_fraction=0.1):
     """Split a token stream into (train, val): the LAST ``val_fraction`` is validation.
 

@@ -482,7 +482,7 @@ def load_tokenizer(path):
     try:
         d = limits.loads_json(data, "tokenizer %s" % path)
     except FormatError as e:
-        raise TokenizerError("%s (not a tokenizer JSON file)" % e) from None
+        raise TokenizerError(str(e)) from None
     try:
         return tokenizer_from_dict(d)
     except TokenizerError as e:

@@ -1,0 +1,57 @@
+"""Every file format tinylm reads: fuzzed (random bytes, truncations, flipped bytes,
+crafted headers) under a 1 GiB memory limit; each file loads or gets one clear
+FormatError line naming it (see tests/format_fuzz.py and tinylm/limits.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+N_RANDOM = 300
+
+EXPECTED = {   # crafted case -> a phrase its message must contain
+    "checkpoint": {
+        "text renamed .npz": "not a tinylm checkpoint",
+        "2**40 floats": "elements, more than the limit",
+        "shape overflow": "elements, more than the limit",
+        "object dtype": "no pickle",
+        "structured dtype": "no pickle",
+        "not npy member": "not a tinylm checkpoint",
+        "many members": "members, more than the limit",
+        "deep meta": "JSON nested 200000 deep",
+        "meta not dict": "not a tinylm checkpoint",
+        "meta float array": "not a byte string",
+        "absurd meta tokenizer": "MAX_BPE_TOKEN_BYTES",
+        "zip bomb": "would expand to",
+        "lying size": "would expand to",
+    },
+    "tokenizer": {
+        "deep": "JSON nested 200000 deep",
+        "doubling merges": "MAX_BPE_TOKEN_BYTES",
+        "float id": "not a pair of integer ids",
+        "bool id": "not a pair of integer ids",
+        "too many merges": "MAX_BPE_MERGES",
+        "huge": "MAX_JSON_BYTES",
+        "not utf8": "not UTF-8",
+    },
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPECTED))
+def test_format_fuzz(fmt, tmp_path):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(REPO / "tests" / "format_fuzz.py"), fmt,
+                        str(N_RANDOM), "0", str(tmp_path)], env=env, cwd=str(REPO),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    counts = json.loads(r.stdout.strip().splitlines()[-1])
+    assert counts["cases"] == N_RANDOM + len(counts["messages"])
+    for label, phrase in EXPECTED[fmt].items():
+        assert phrase in counts["messages"][label], (label, counts["messages"][label])
+    print("%s fuzz: %d cases (%d crafted), %d refused with a FormatError, %d loaded"
+          % (fmt, counts["cases"], len(counts["messages"]), counts["refused"],
+             counts["loaded"]))
