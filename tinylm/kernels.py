@@ -23,12 +23,14 @@ Validation rules (shared by every kernel):
 
 * float32 or float64 only, all operands the same dtype -> else ``TypeError``.
 * shapes must agree -> else ``ValueError`` naming the shapes.
-* non-contiguous inputs are copied (a transposed C-contiguous matrix is passed
-  as-is with the transpose flag flipped); outputs must be C-contiguous and
-  writable and must not overlap the inputs.
+* non-contiguous or unaligned inputs are copied (a transposed C-contiguous
+  matrix is passed as-is with the transpose flag flipped); outputs must be
+  C-contiguous and writable and must not overlap the inputs (an unaligned
+  output is computed in an aligned copy and copied back).
 * every dimension must fit in a C ``int`` (< 2**31).
 * NaN and inf are allowed and propagate (the C code is built without
-  ``-ffast-math``).
+  ``-ffast-math``); a NaN reaches the same outputs on both backends, and a
+  NaN in a key that causal masking hides reaches none.
 """
 
 import contextlib
@@ -245,6 +247,14 @@ def _check_out(kernel, out, shape, dtype, inputs):
             raise ValueError("%s: out overlaps an input; pass a separate array" % kernel)
 
 
+def _for_c(x):
+    """x as a C-contiguous, aligned array: copied if it is not (a view at an odd
+    byte offset, e.g. from a memory-mapped file, is undefined behaviour in C)."""
+    if x.flags.c_contiguous and x.flags.aligned:
+        return x
+    return np.array(x, order="C", copy=True)
+
+
 def _ptr(kind, x):
     """A C pointer to x's data (x C-contiguous, kept alive by the result).
     ffi.from_buffer costs ~0.3 us; ffi.cast(kind, x.ctypes.data) ~1.7 us."""
@@ -323,16 +333,18 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
         a, trans_a = a.T, not trans_a
     if not b.flags.c_contiguous and b.flags.f_contiguous:
         b, trans_b = b.T, not trans_b
-    a = np.ascontiguousarray(a)
-    b = np.ascontiguousarray(b)
+    a, b = _for_c(a), _for_c(b)
     if out is None:
         out = np.empty((m, n), dtype)
+    target = _for_c(out)                  # an unaligned out: work in an aligned copy
     f = _lib.tl_matmul_f32 if dtype == np.float32 else _lib.tl_matmul_f64
     kind = "float *" if dtype == np.float32 else "double *"
     status = f(int(bool(trans_a)), int(bool(trans_b)), m, n, k,
-               _ptr(kind, a), _ptr(kind, b), _ptr(kind, out),
+               _ptr(kind, a), _ptr(kind, b), _ptr(kind, target),
                int(bool(accumulate)), _NUM_THREADS)
     _raise_status(kernel, status)
+    if target is not out:
+        out[...] = target
     return out
 
 
@@ -373,6 +385,23 @@ def masked_softmax(s, allowed=None):
     return p, lse
 
 
+def _visible_matmul(a, b, visible):
+    """``a @ b`` where the entries of ``a`` that are not ``visible`` take no part.
+
+    The C kernels skip masked keys; a plain matmul multiplies them by 0, and
+    0 * NaN = NaN would let a NaN in a masked (future) key reach the output.
+    Only when ``b`` holds NaN/inf is the slower exact form needed.
+    a: (..., m, n)   b: (..., n, p)   visible: (m, n) or (..., m, n) bool, or None
+    """
+    finite = np.isfinite(b)
+    if visible is None or finite.all():
+        return a @ b
+    bad = np.where(finite, 0, b)                                      # (..., n, p)
+    with np.errstate(invalid="ignore"):
+        term = np.where(visible[..., None], a[..., None] * bad[..., None, :, :], 0)
+    return a @ np.where(finite, b, 0) + term.sum(axis=-2)            # (..., m, p)
+
+
 def attention_reference(q, k, v, causal=False, scale=None):
     """The spec of the fused attention forward kernel.
 
@@ -387,7 +416,7 @@ def attention_reference(q, k, v, causal=False, scale=None):
     s = scale * (q @ np.swapaxes(k, -1, -2))            # (..., tq, tk)
     allowed = causal_mask(q.shape[-2], k.shape[-2]) if causal else None
     p, lse = masked_softmax(s, allowed)                 # (..., tq, tk), (..., tq)
-    o = p @ v                                           # (..., tq, d)
+    o = _visible_matmul(p, v, allowed)                  # (..., tq, d)
     return o.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
 
 
@@ -405,15 +434,20 @@ def attention_backward_reference(q, k, v, o, lse, dout, causal=False, scale=None
     s = scale * (q @ np.swapaxes(k, -1, -2))            # (..., tq, tk)
     with np.errstate(invalid="ignore", over="ignore"):  # masked scores: dropped below
         p = np.exp(s - lse[..., None])                  # (..., tq, tk)
+    visible = causal_mask(q.shape[-2], k.shape[-2]) if causal else None
     if causal:
-        p = np.where(causal_mask(q.shape[-2], k.shape[-2]), p, 0)
+        p = np.where(visible, p, 0)
     p = np.where(np.isneginf(lse)[..., None], 0, p)     # rows with no key
-    dv = np.swapaxes(p, -1, -2) @ dout                  # (..., tk, d)
+    dv = _visible_matmul(np.swapaxes(p, -1, -2), dout,  # (..., tk, d)
+                         None if visible is None else visible.T)
     dp = dout @ np.swapaxes(v, -1, -2)                  # (..., tq, tk)
     delta = np.sum(dout * o, axis=-1, keepdims=True)    # (..., tq, 1)
     ds = p * (dp - delta)                               # (..., tq, tk)
-    dq = scale * (ds @ k)                               # (..., tq, d)
-    dk = scale * (np.swapaxes(ds, -1, -2) @ q)          # (..., tk, d)
+    if causal:
+        ds = np.where(visible, ds, 0)                   # masked keys: no gradient, even NaN
+    dq = scale * _visible_matmul(ds, k, visible)        # (..., tq, d)
+    dk = scale * _visible_matmul(np.swapaxes(ds, -1, -2), q,   # (..., tk, d)
+                                 None if visible is None else visible.T)
     ### END SOLUTION
     cast = lambda x: x.astype(q.dtype, copy=False)
     return cast(dq), cast(dk), cast(dv)
@@ -458,7 +492,7 @@ def attention(q, k, v, causal=False, scale=None):
     scale = _scale(scale, d, kernel)
     if _BACKEND == "numpy" or bh * tq * tk * d == 0:
         return attention_reference(q, k, v, causal, scale)
-    q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
+    q, k, v = (_for_c(x) for x in (q, k, v))
     o = np.empty(q.shape, dtype)
     lse = np.empty(q.shape[:-1], dtype)
     f, kind = ((_lib.tl_attn_fwd_f32, "float *") if dtype == np.float32
@@ -484,7 +518,7 @@ def attention_backward(q, k, v, o, lse, dout, causal=False, scale=None):
     scale = _scale(scale, d, kernel)
     if _BACKEND == "numpy" or bh * tq * tk * d == 0:
         return attention_backward_reference(q, k, v, o, lse, dout, causal, scale)
-    q, k, v, o, lse, dout = (np.ascontiguousarray(x) for x in (q, k, v, o, lse, dout))
+    q, k, v, o, lse, dout = (_for_c(x) for x in (q, k, v, o, lse, dout))
     dq = np.empty(q.shape, dtype)
     dk = np.empty(k.shape, dtype)
     dv = np.empty(v.shape, dtype)
