@@ -16,6 +16,21 @@ settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_configure(config):
+    """No C extension: stop loudly, unless the NumPy backend alone is being tested.
+
+    Otherwise every C test would be skipped in silence (e.g. in a checkout
+    where `python setup.py build_ext --inplace` was never run).
+    """
+    from tinylm import kernels
+    if kernels.c_available() or os.environ.get("TINYLM_BACKEND", "").strip() == "numpy":
+        return
+    pytest.exit("the C extension is not available (%s), so the C kernel tests cannot run. "
+                "Build it (in a checkout: python setup.py build_ext --inplace), or test the "
+                "NumPy backend alone: TINYLM_BACKEND=numpy python -m pytest"
+                % kernels.backend_reason(), returncode=3)
+
+
 # --------------------------------------------------------------------------
 # Tolerances, stated once.  Comparing a C kernel with its NumPy reference:
 # float64 is tight; float32 scales with the length K of the reduction

@@ -75,7 +75,15 @@ try:
     _C_ERROR = None
 except ImportError as exc:  # no compiler at install time, or a broken build
     _lib = _ffi = None
-    if isinstance(exc, ModuleNotFoundError) and exc.name == "tinylm._C":
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "tinylm._C" and all(
+            os.path.exists(os.path.join(_root, f)) for f in ("setup.py", "csrc")):
+        # Imported from a source checkout (a script, REPL or pytest run at its
+        # root imports ./tinylm, not the installed copy): say so, and the fix.
+        _C_ERROR = ("tinylm was imported from the source checkout %s, where the C "
+                    "extension is not built; build it there with: cd %s && python "
+                    "setup.py build_ext --inplace" % (_root, _root))
+    elif isinstance(exc, ModuleNotFoundError) and exc.name == "tinylm._C":
         _C_ERROR = "tinylm._C was not built when tinylm was installed"
     else:
         _C_ERROR = "tinylm._C failed to load: %s" % exc
@@ -104,18 +112,19 @@ def _initial_backend():
         if not c_available():
             raise RuntimeError(
                 "TINYLM_BACKEND=c but tinylm's C extension is not available "
-                "(%s). Reinstall with a working C compiler, or use "
-                "TINYLM_BACKEND=numpy." % _C_ERROR)
+                "(%s). Build it (see above; or reinstall with a working C compiler), "
+                "or use TINYLM_BACKEND=numpy." % _C_ERROR)
         return "c", "TINYLM_BACKEND=c"
     if c_available():
         return "c", "default: C extension loaded"
     if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "PURE_PYTHON")):
         # A pure-Python copy made on purpose (an assignment kit): no C, no warning.
         return "numpy", "pure-Python copy of tinylm (no C extension by design)"
+    fix = ("" if "source checkout" in _C_ERROR
+           else " Reinstall with a C compiler to get the C kernels.")
     warnings.warn(
         "tinylm: C extension not available (%s); running on the NumPy backend, "
-        "which is correct but slower. Reinstall with a C compiler to get the "
-        "C kernels." % _C_ERROR, RuntimeWarning, stacklevel=3)
+        "which is correct but slower.%s" % (_C_ERROR, fix), RuntimeWarning, stacklevel=3)
     return "numpy", "C extension not built (%s)" % _C_ERROR
 
 
