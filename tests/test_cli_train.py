@@ -123,4 +123,5 @@ def test_bad_settings_are_clear(tmp_path, capsys):
     assert "n_layers=2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--batch-size", "0"])
-    assert "batch_size must be in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--batch-size" in err and "must be an integer >= 1" in err and err.count("\n") == 1

@@ -25,8 +25,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (then exit 2), not the whole usage text."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinylm",
         description="tinylm: language models from scratch (NumPy layers, C kernels).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -13,12 +13,13 @@ import sys
 
 
 def add_arguments(parser):
+    from tinylm.commands.args import checked
     parser.add_argument("layers", nargs="*", metavar="LAYER",
                         help="layer names (see --list), or 'all'")
     parser.add_argument("--list", action="store_true", help="list the layer names and exit")
-    parser.add_argument("--seed", type=int, default=0, help="seed for inputs, weights, upstream "
+    parser.add_argument("--seed", type=checked(int, low=0, high=2 ** 63 - 1), default=0, help="seed for inputs, weights, upstream "
                         "gradient and sampled entries (default 0)")
-    parser.add_argument("--max-entries", type=int, default=None,
+    parser.add_argument("--max-entries", type=checked(int, low=1), default=None,
                         help="entries checked per tensor (default: the example's own, 50)")
     parser.add_argument("--quiet", action="store_true",
                         help="one line per layer instead of the full table")

@@ -26,6 +26,7 @@ EPILOG = """examples:
 
 # Flags that are not TrainConfig fields: what to train on, where to write, what to print.
 def add_arguments(parser):
+    from tinylm.commands.args import checked
     from tinylm.training import PRESETS, TrainConfig
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -40,11 +41,11 @@ def add_arguments(parser):
                         help="with a folder for --data: which files, e.g. '*.txt'")
     parser.add_argument("--tokenizer", default="char", choices=["char", "word", "bpe"],
                         help="how text becomes tokens (default: char)")
-    parser.add_argument("--max-chars", type=int, default=None,
+    parser.add_argument("--max-chars", type=checked(int, low=1), default=None,
                         help="use only about this many characters of the corpus (quick runs)")
-    parser.add_argument("--vocab-size", type=int, default=None,
-                        help="vocabulary size for word/bpe tokenizers")
-    parser.add_argument("--dropout", type=float, default=None,
+    parser.add_argument("--vocab-size", type=checked(int, low=2, high=10 ** 6), default=None,
+                        help="vocabulary size for word (>= 2) and bpe (>= 256) tokenizers")
+    parser.add_argument("--dropout", type=checked(float, low=0, below=1), default=None,
                         help="dropout probability in the model (same as --config dropout=P)")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="set a field of the model's config, e.g. --config n_layer=6 "
@@ -55,9 +56,12 @@ def add_arguments(parser):
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out (same losses as an "
                              "uninterrupted run)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (without it, an existing "
+                             "run is never overwritten)")
     parser.add_argument("--backend", choices=["c", "numpy"], default=None,
                         help="kernel backend (default: c when built)")
-    parser.add_argument("--sample-length", type=int, default=200,
+    parser.add_argument("--sample-length", type=checked(int, low=0, high=100000), default=200,
                         help="length of the sample printed at the end (0: none)")
     settings = parser.add_argument_group(
         "training settings (TrainConfig; default: the preset's, else the value shown)")
@@ -78,16 +82,8 @@ def _flag(field):
         return dict(action=argparse.BooleanOptionalAction, help=shown)
     if meta["choices"]:
         return dict(choices=meta["choices"], help=shown)
-
-    def parse(text):
-        value = field.type(text)
-        if (meta["low"] is not None and value < meta["low"]) or \
-                (meta["high"] is not None and value > meta["high"]):
-            raise argparse.ArgumentTypeError("%s must be in [%s, %s], got %s"
-                                             % (field.name, meta["low"], meta["high"], text))
-        return value
-    parse.__name__ = field.type.__name__       # argparse names the type in its errors
-    return dict(type=parse, help=shown, metavar=field.type.__name__.upper())
+    from tinylm.commands.args import field_type
+    return dict(type=field_type(field), help=shown, metavar=field.type.__name__.upper())
 
 
 def _model_config(args):
@@ -103,6 +99,11 @@ def _model_config(args):
             raise ValueError("--config %s: expected KEY=VALUE with KEY one of: %s"
                              % (item, ", ".join(sorted(fields))))
         kind = fields[key].type
+        if key == "dropout":
+            from tinylm.training.config import check_setting
+            out[key] = check_setting("--config dropout", float, {"low": 0, "below": 1},
+                                     _number(item, text))
+            continue
         if kind is bool:
             out[key] = text.lower() in ("1", "true", "yes")
         else:
@@ -114,9 +115,18 @@ def _model_config(args):
     return out
 
 
+def _number(item, text):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("--config %s: not a number" % item) from None
+
+
 def run(args):
     from tinylm import kernels
+    from tinylm.commands.args import fail
     from tinylm.generate import default_prompt, generate
+    from tinylm.training.evaluation import perplexity
     from tinylm.training import (BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, TrainConfig,
                                  distributed, load_trained, train)
 
@@ -124,6 +134,13 @@ def run(args):
         kernels.set_backend(args.backend)
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                 if getattr(args, f.name) is not None}
+    if args.vocab_size is not None and not args.resume:
+        if args.tokenizer == "char":
+            return fail("train", "--vocab-size applies to --tokenizer word or bpe (a char "
+                                 "vocabulary is the text's characters)")
+        if args.tokenizer == "bpe" and args.vocab_size < 256:
+            return fail("train", "--vocab-size for bpe must be >= 256 (the 256 byte values "
+                                 "come first), got %d" % args.vocab_size)
     comm = None
     if distributed.launched_by_mpi():      # started by mpiexec -n N (N > 1): data parallel
         try:
@@ -137,18 +154,21 @@ def run(args):
             model=args.model, preset=args.preset, data=args.data, glob=args.glob,
             tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_chars=args.max_chars,
             out=args.out, resume=args.resume, model_config=_model_config(args),
-            log=lambda s: print(s, flush=True), comm=comm, **settings)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+            log=lambda s: print(s, flush=True), comm=comm, overwrite=args.overwrite,
+            **settings)
+    except (ValueError, OSError, KeyError) as exc:
         if comm is not None:               # the other ranks may be waiting for this one
             distributed.abort_with_message(comm, exc, code=2, prefix="tinylm train")
-        print("tinylm train: error: %s" % exc, file=sys.stderr)
-        return 2
+        return fail("train", exc)
+    except MemoryError:
+        return fail("train", "the model or data does not fit in memory (check --config "
+                             "sizes, --batch-size, --block-size)")
     if comm is not None and not comm.is_root:
         return 0 if result.stopped != "non-finite" else 1
     out = trainer.out_dir
     print("stopped: %s after %d steps | best validation loss %.4f nats/token "
           "(perplexity %.2f)" % (result.stopped, result.step, result.best_val_loss,
-                                 _exp(result.best_val_loss)))
+                                 perplexity(result.best_val_loss)))
     for name, what in ((CHECKPOINT_NAME, "checkpoint (latest, for --resume)"),
                        (BEST_NAME, "checkpoint (best validation loss)"),
                        (PLOT_NAME, "loss curve")):
@@ -168,7 +188,3 @@ def run(args):
             print("(no sample: %s)" % exc)
     return 0 if result.stopped != "non-finite" else 1
 
-
-def _exp(x):
-    import math
-    return math.exp(min(x, 50)) if math.isfinite(x) else float("nan")

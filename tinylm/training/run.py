@@ -11,15 +11,53 @@ from tinylm import checkpoint as ckpt
 from tinylm.models import build_model, get_model_classes
 from tinylm.training.config import TrainConfig, resolve
 from tinylm.training.prepare import prepare_data
-from tinylm.training.state import CHECKPOINT_NAME, tokenizer_from_meta
+from tinylm.training.state import BEST_NAME, CHECKPOINT_NAME, PLOT_NAME, tokenizer_from_meta
 from tinylm.training.trainer import Trainer
 
-__all__ = ["train"]
+__all__ = ["train", "RunFolderError", "check_run_folder"]
+
+
+class RunFolderError(ValueError):
+    """The --out folder cannot be used as asked (it holds a run, or it is a file)."""
+
+
+def check_run_folder(out, resume=False, overwrite=False):
+    """Refuse to silently overwrite a run: the folder's state must match the request.
+
+    A new run (neither flag) needs ``out`` to hold no run yet; ``resume`` needs
+    ``out/checkpoint.npz``; ``overwrite`` removes the old run's files (the
+    checkpoint, the best model and the plot) before training starts.
+    """
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other: continue the "
+                             "run in %s, or replace it" % out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunFolderError("--out %s is a file, not a folder; choose a folder for "
+                             "checkpoint.npz, best.npz and loss.png" % out)
+    existing = [n for n in (CHECKPOINT_NAME, BEST_NAME) if os.path.exists(os.path.join(out, n))]
+    if resume:
+        if CHECKPOINT_NAME not in existing:
+            raise FileNotFoundError("--resume: no checkpoint at %s (train without --resume "
+                                    "first, or pass the right --out)"
+                                    % os.path.join(out, CHECKPOINT_NAME))
+        return
+    if existing and not overwrite:
+        try:
+            what = " (step %s)" % ckpt.load_meta(os.path.join(out, existing[0])).get("step")
+        except (OSError, ValueError):
+            what = ""
+        raise RunFolderError("%s already holds a run%s; continue it with --resume, replace it "
+                             "with --overwrite, or choose another --out" % (out, what))
+    if overwrite:
+        for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
+            path = os.path.join(out, name)
+            if os.path.isfile(path):
+                os.unlink(path)
 
 
 def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, resume=False,
           glob=None, model_config=None, vocab_size=None, max_chars=None, log=print, until=None,
-          comm=None, **settings):
+          comm=None, overwrite=False, **settings):
     """Train a model by name; returns (trainer, TrainResult).
 
     model: a registered model name (default "gpt"); preset: a key of PRESETS
@@ -34,6 +72,8 @@ def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, res
     :class:`tinylm.training.distributed.Comm` to train data-parallel on every
     rank of an MPI job (each rank calls train() with the same arguments);
     rank 0 alone logs and writes files.
+    An ``out`` that already holds a run is refused unless ``resume`` or
+    ``overwrite`` (which deletes the old run once the new one is built) is given.
     """
     if comm is not None and not comm.is_root:
         log = lambda *a, **k: None    # noqa: E731  (rank 0 alone prints)
@@ -44,8 +84,10 @@ def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, res
                          % (", ".join(unknown), ", ".join(sorted(known))))
     steps, time_budget = settings.pop("steps", None), settings.pop("time_budget", None)
     name, mcfg, tset = resolve(model, preset)
-    out = out or os.path.join("runs", name)
+    out = os.fspath(out or os.path.join("runs", name))
     if resume:
+        if comm is None or comm.is_root:
+            check_run_folder(out, resume=True)
         trainer = _resumed(out, steps, time_budget, log, comm)
     else:
         mcfg.update(model_config or {})
@@ -58,8 +100,11 @@ def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, res
             tset["time_budget"] = float(time_budget)
             if steps is None:
                 tset["steps"] = 10 ** 9       # the time decides
-        trainer = _new(name, mcfg, TrainConfig(**tset), data, tokenizer, glob, vocab_size,
-                       max_chars, out, log, comm)
+        tcfg = TrainConfig(**tset)      # bad settings fail before an old run is touched
+        if comm is None or comm.is_root:
+            check_run_folder(out, overwrite=overwrite)
+        trainer = _new(name, mcfg, tcfg, data, tokenizer, glob, vocab_size, max_chars, out, log,
+                       comm)
     result = trainer.fit(until=until)
     return trainer, result
 
@@ -68,7 +113,8 @@ def _new(name, mcfg, tcfg, data, tokenizer, glob, vocab_size, max_chars, out, lo
     """A Trainer for a fresh run: corpus -> tokenizer -> ids, and the model."""
     tok, train_ids, val_ids = prepare_data(data, tokenizer, glob=glob,
                                            val_fraction=tcfg.val_fraction,
-                                           vocab_size=vocab_size, max_chars=max_chars)
+                                           vocab_size=vocab_size, max_chars=max_chars,
+                                           split=tcfg.val_split)
     config_cls, _ = get_model_classes(name)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     if "vocab_size" in fields:
@@ -97,7 +143,9 @@ def _resumed(out, steps, time_budget, log, comm):
         arrays, meta = ckpt.load_checkpoint(path)
     if comm is not None:          # rank 0 reads it (other hosts may not see the file)
         arrays, meta = comm.bcast((arrays, meta) if comm.is_root else None)
-    tcfg = TrainConfig(**meta["train_config"])
+    tc = dict(meta["train_config"])
+    tc.setdefault("val_split", "tail")       # checkpoints from before the blocks split
+    tcfg = TrainConfig(**tc)
     if steps is not None:
         tcfg.steps = int(steps)
     if time_budget is not None:
@@ -105,7 +153,7 @@ def _resumed(out, steps, time_budget, log, comm):
     source = (meta.get("data"), meta.get("glob"), meta.get("max_chars"))
     tok, train_ids, val_ids = prepare_data(
         source[0], tokenizer_from_meta(meta), glob=source[1],
-        val_fraction=tcfg.val_fraction, max_chars=source[2])
+        val_fraction=tcfg.val_fraction, max_chars=source[2], split=tcfg.val_split)
     m = build_model(meta["model"], meta["model_config"])
     trainer = Trainer(m, tok, train_ids, val_ids, tcfg, out_dir=out,
                       model_name=meta["model"], log=log, comm=comm)

@@ -34,16 +34,49 @@ def layer_rngs(model):
     return found
 
 
+def _check_model_config(path, config, weights):
+    """Before building: no size in the config exceeds what the stored weights could hold.
+
+    A crafted config (d_model = 10**9) would otherwise allocate without bound.
+    Every integer setting except the seed must be at most the largest
+    dimension (or the number) of the stored model arrays.
+    """
+    if not isinstance(config, dict) or not weights:
+        raise ckpt.CheckpointError("%s: no model config or no model weights" % path)
+    largest = max([len(weights)] + [max(a.shape, default=1) for a in weights.values()])
+    for key, value in config.items():
+        if key == "seed" or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if not 0 <= value <= largest:
+            raise ckpt.CheckpointError(
+                "%s: model_config %s = %d does not fit the stored weights (largest dimension "
+                "%d); the checkpoint is corrupt or crafted" % (path, key, value, largest))
+
+
 def load_trained(path):
-    """(model, tokenizer, meta, arrays) from a checkpoint written by a Trainer."""
+    """(model, tokenizer, meta, arrays) from a checkpoint written by a Trainer.
+
+    Raises FileNotFoundError, or :class:`tinylm.checkpoint.CheckpointError`
+    (a ValueError) for a file that is not a trained tinylm model.
+    """
     arrays, meta = ckpt.load_checkpoint(path)
     if meta.get("kind") != FORMAT:
-        raise ValueError("%s: a tinylm checkpoint, but not one written by tinylm.train "
-                         "(kind %r, expected %r)" % (path, meta.get("kind"), FORMAT))
-    model = build_model(meta["model"], meta["model_config"])
-    model.load_state_dict(ckpt.join_state(arrays, {}, "model."))
+        raise ckpt.CheckpointError("%s: a tinylm checkpoint, but not one written by "
+                                   "tinylm.train (kind %r, expected %r)"
+                                   % (path, meta.get("kind"), FORMAT))
+    try:
+        weights = ckpt.join_state(arrays, {}, "model.")
+        _check_model_config(path, meta.get("model_config"), weights)
+        model = build_model(meta["model"], meta["model_config"])
+        model.load_state_dict(weights)
+        tok = tokenizer_from_dict(meta["tokenizer"])
+    except ckpt.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, MemoryError) as exc:
+        raise ckpt.CheckpointError("%s: not a usable trained model: %s%s"
+                                   % (path, type(exc).__name__ + ": " if isinstance(
+                                       exc, (KeyError, MemoryError)) else "", exc)) from None
     model.eval()
-    tok = tokenizer_from_dict(meta["tokenizer"])
     return model, tok, meta, arrays
 
 

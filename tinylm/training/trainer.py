@@ -20,7 +20,7 @@ from tinylm import optim
 from tinylm.data import BatchSampler
 from tinylm.training import distributed
 from tinylm.training.config import TrainConfig
-from tinylm.training.evaluation import evaluate
+from tinylm.training.evaluation import describe_windows, evaluate, perplexity
 from tinylm.training.state import BEST_NAME, CHECKPOINT_NAME, FORMAT, PLOT_NAME, layer_rngs
 from tinylm.training.step import train_step
 
@@ -194,10 +194,8 @@ class Trainer:
         }
         return arrays, meta
 
-    def save(self, name=CHECKPOINT_NAME):
-        """Write a checkpoint (rank 0; with comm, every rank must call it)."""
-        if self.out_dir is None:
-            return None
+    def _collect(self):
+        """(arrays, meta) to save, on rank 0 (None elsewhere); with comm every rank calls it."""
         rank_rngs = None
         if self.comm is not None:     # every rank's dropout RNGs, for --resume
             rank_rngs = self.comm.gather({k: g.bit_generator.state
@@ -208,8 +206,17 @@ class Trainer:
         arrays, meta = self.state()
         if rank_rngs is not None:
             meta["rank_rngs"] = rank_rngs
+        return arrays, meta
+
+    def save(self, name=CHECKPOINT_NAME):
+        """Write a checkpoint (rank 0; with comm, every rank must call it)."""
+        if self.out_dir is None:
+            return None
+        state = self._collect()
+        if state is None:
+            return None
         path = self._path(name)
-        ckpt.save_checkpoint(path, arrays, meta)
+        ckpt.save_checkpoint(path, *state)
         return path
 
     def load_state(self, arrays, meta):
@@ -231,6 +238,10 @@ class Trainer:
         self._t_warm = meta.get("t_warm")
         b = meta.get("best_val_loss")
         self.best_val = math.inf if b is None else float(b)
+        if self.out_dir is not None and self.is_root:   # a kill may have come after best.npz
+            self.best_val = min(self.best_val, ckpt.best_val_loss(self._path(BEST_NAME)))
+        if self.comm is not None:      # every rank decides early stopping the same way
+            self.best_val = self.comm.bcast(self.best_val if self.is_root else None)
         self.bad_evals = int(meta.get("bad_evals", 0))
         self.history = {k: list(v) for k, v in meta["history"].items()}
         self._elapsed_before = float(meta.get("elapsed", 0.0))
@@ -281,8 +292,8 @@ class Trainer:
         ax.legend()
         fig.tight_layout()
         path = self._path(PLOT_NAME)
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=110)
+        tmp = os.path.join(self.out_dir, "." + PLOT_NAME + ckpt.TMP_MARK + "png")
+        fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         os.replace(tmp, path)
         return path
@@ -293,7 +304,7 @@ class Trainer:
                  "step %*d/%d" % (len(str(total)), step, total),
                  "train %.4f" % train_loss]
         if val_loss is not None:
-            parts.append("val %.4f (ppl %.2f)" % (val_loss, math.exp(min(val_loss, 50))))
+            parts.append("val %.4f (ppl %.2f)" % (val_loss, perplexity(val_loss)))
         parts += ["lr %.2e" % self.optimizer.lr, "%.0f tok/s" % tokens_per_s,
                   "%s elapsed" % _fmt_time(elapsed)]
         if eta is not None:
@@ -325,6 +336,13 @@ class Trainer:
         self._t0 = time.perf_counter()
         progress = _Progress(self, self._t0)
         val = self.history["val_loss"][-1] if self.history["val_loss"] else None
+        if self.out_dir is not None and self.is_root:
+            stale = ckpt.clean_stale_temps(self.out_dir)
+            if stale:
+                self.log("removed %d temporary file(s) a killed run left in %s"
+                         % (len(stale), self.out_dir))
+        self.log("validation: %s" % describe_windows(self.val_ids, c.block_size,
+                                                      c.batch_size, c.eval_batches))
         try:
             while True:
                 stopped = self._stop_reason(until)
@@ -347,6 +365,9 @@ class Trainer:
                 now = time.perf_counter()
                 if is_eval:
                     val = self._evaluate_and_checkpoint()
+                    if val is None:
+                        stopped = "non-finite"
+                        break
                 progress.add(step, loss, val if is_eval else None, now, is_eval or step == 1)
                 if is_eval and self._patience_ran_out():
                     stopped = "early-stop"
@@ -389,18 +410,28 @@ class Trainer:
         self.history["lr"].append(lr)
 
     def _evaluate_and_checkpoint(self):
-        """Validation loss now; save checkpoint.npz (and best.npz if it improved), plot."""
+        """Validation loss now; save best.npz (if better than the file holds), checkpoint.npz, plot.
+
+        best.npz is written first, and only with a lower finite loss than the
+        one stored in it, so a kill between the two writes, a resume or a
+        re-run never loses the best model or replaces it by a worse one.  A
+        non-finite validation loss saves nothing and returns None.
+        """
         val = self.evaluate()
+        if not math.isfinite(val):
+            self.log("step %d: the validation loss is %s; stopping. The last good "
+                     "checkpoint (step %s) is kept." % (self.step, val, self._last_saved_step()))
+            return None
         self.history["val_step"].append(self.step)
         self.history["val_loss"].append(val)
-        improved = val < self.best_val
-        if improved:
+        if val < self.best_val:
             self.best_val, self.bad_evals = val, 0
         else:
             self.bad_evals += 1
-        self.save()
-        if improved:
-            self.save(BEST_NAME)
+        state = self._collect() if self.out_dir is not None else None
+        if state is not None:                            # rank 0 writes
+            ckpt.save_best(self._path(BEST_NAME), *state, val)
+            ckpt.save_checkpoint(self._path(CHECKPOINT_NAME), *state)
         self.plot()
         return val
 
@@ -416,17 +447,12 @@ class Trainer:
         """A run that stopped between evaluations is evaluated and saved once more."""
         if stopped in ("time", "done") and (not self.history["val_step"] or
                                             self.history["val_step"][-1] != self.step):
-            val = self.evaluate()
-            self.history["val_step"].append(self.step)
-            self.history["val_loss"].append(val)
-            if val < self.best_val:
-                self.best_val = val
-                self.save(BEST_NAME)
-            self.save()
-            self.plot()
-            self.log("step %d | val %.4f (ppl %.2f) | %s elapsed"
-                     % (self.step, val, math.exp(min(val, 50)),
-                        _fmt_time(self._elapsed_total())))
+            val = self._evaluate_and_checkpoint()
+            if val is None:
+                stopped = "non-finite"
+            else:
+                self.log("step %d | val %.4f (ppl %.2f) | %s elapsed"
+                         % (self.step, val, perplexity(val), _fmt_time(self._elapsed_total())))
         tl = self.history["train_loss"]
         return TrainResult(step=self.step, train_loss=tl[-1] if tl else float("nan"),
                            val_loss=val if val is not None else float("nan"),
