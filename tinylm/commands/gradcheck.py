@@ -36,15 +36,15 @@ def run(args):
         return 0
     names = list(args.layers)
     if not names:
-        print("tinylm gradcheck: name one or more layers, 'all', or --list", file=sys.stderr)
-        return 2
+        from tinylm.commands.args import fail
+        return fail("gradcheck", "name one or more layers, 'all', or --list")
     if "all" in names:
         names = list(EXAMPLES)
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown:
-        print("tinylm gradcheck: unknown layer(s) %s; choose from: %s"
-              % (", ".join(unknown), ", ".join(EXAMPLES)), file=sys.stderr)
-        return 2
+        from tinylm.commands.args import fail
+        return fail("gradcheck", "unknown layer(s) %s; choose from: %s"
+                    % (", ".join(unknown), ", ".join(EXAMPLES)))
     opts = {} if args.max_entries is None else {"max_entries": args.max_entries}
     failed = []
     for name in names:
