@@ -140,7 +140,7 @@ def test_from_pretrained_folder(tmp_path):
     assert t.vocab == VOCAB
     assert t.tokenize("Hello hello") == ["[UNK]", "hello"]
     (tmp_path / "tokenizer_config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="is not JSON"):
         WordPieceTokenizer.from_pretrained(tmp_path)
 
 

@@ -51,11 +51,11 @@ Public API::
 """
 
 import importlib.util
-import json
 import os
 
 import numpy as np
 
+from tinylm import limits
 from tinylm.layers import L2Normalize, Layer, MeanPooling
 from tinylm.models.bert import BERTConfig, BertEncoder
 from tinylm.pretrained import safetensors
@@ -131,17 +131,12 @@ def hf_config(cfg):
     return d
 
 
-def _read_json(path):
+def _read_json(path, kind=dict):
+    """A model folder's JSON file, read within tinylm.limits (size, depth)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
+        return limits.read_json(path, "model file", kind)
     except FileNotFoundError:
         raise ModelNotFoundError("model file not found: %s" % path) from None
-    except ValueError as exc:
-        raise ValueError("%s: not valid JSON (%s)" % (path, exc)) from None
-    if not isinstance(obj, dict):
-        raise ValueError("%s: must hold a JSON object" % path)
-    return obj
 
 
 # --------------------------------------------------------------------------
@@ -337,11 +332,7 @@ def _normalizes(folder):
     path = os.path.join(folder, "modules.json")
     if not os.path.exists(path):
         return True
-    try:
-        with open(path, encoding="utf-8") as f:
-            modules = json.load(f)
-    except ValueError as exc:
-        raise ValueError("%s: not valid JSON (%s)" % (path, exc)) from None
+    modules = _read_json(path, list)
     return any(isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize")
                for m in modules)
 
@@ -359,6 +350,32 @@ def _max_length(folder, cfg):
     return n
 
 
+def _check_sizes(folder, cfg):
+    """Before allocating: config.json's sizes must fit the weights file's header.
+
+    A crafted config.json (hidden_size = 10**9) would otherwise make
+    BertEncoder allocate without bound before the weights are compared.
+    """
+    path = os.path.join(folder, "model.safetensors")
+    infos, _ = safetensors.read_header(path)
+    if cfg.n_layer > len(infos):
+        raise ValueError("%s: BERT weight(s) missing: config.json says %d layers, the weights "
+                         "file holds only %d tensors" % (path, cfg.n_layer, len(infos)))
+    names = {_hf_aliases(k) for k in infos}
+    missing = [hf for hf in hf_parameter_names(cfg) if hf not in names]
+    if missing:
+        raise ValueError("%s: %d BERT weight(s) missing, e.g. %s (is this a BERT model "
+                         "with the sizes of its config.json?)"
+                         % (path, len(missing), ", ".join(missing[:3])))
+    largest = max([len(infos)] + [max(i["shape"], default=1) for i in infos.values()])
+    for name, (ours, _) in HF_CONFIG.items():
+        v = getattr(cfg, ours)
+        if isinstance(v, int) and v > largest:
+            raise ValueError("%s: config.json says %s = %d, more than any dimension of the "
+                             "weights in %s (largest %d); does config.json match the weights?"
+                             % (folder, name, v, path, largest))
+
+
 def load_sentence_encoder(folder=None, dtype=np.float32, max_length=None, normalize=None):
     """Build a SentenceEncoder from a Hugging Face folder (default: all-MiniLM-L6-v2).
 
@@ -369,6 +386,7 @@ def load_sentence_encoder(folder=None, dtype=np.float32, max_length=None, normal
     """
     folder = find_model_dir(folder)
     cfg = config_from_hf(os.path.join(folder, "config.json"))
+    _check_sizes(folder, cfg)
     _pooling_config(folder)
     if max_length is None:
         max_length = _max_length(folder, cfg)

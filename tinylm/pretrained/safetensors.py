@@ -34,6 +34,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from tinylm import limits
+from tinylm.limits import FormatError
+
 __all__ = ["load", "read_header", "save", "SafetensorsError", "DTYPES"]
 
 # The safetensors dtype names this module understands -> NumPy dtype of the
@@ -62,7 +65,7 @@ _NAMES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32",
 MAX_HEADER_BYTES = 100 * 1000 * 1000
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(FormatError):
     """A file that is not a valid safetensors file (the message says why)."""
 
 
@@ -81,11 +84,9 @@ def _parse_header(path, raw, data_size):
     Each info is {"dtype": str, "shape": tuple, "begin": int, "end": int}.
     """
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        _fail(path, "the header is not UTF-8 (%s)" % exc)
-    except ValueError as exc:
-        _fail(path, "the header is not JSON (%s)" % exc)
+        header = limits.loads_json(raw, "the header", max_bytes=MAX_HEADER_BYTES)
+    except FormatError as exc:       # not UTF-8, not JSON, or nested too deep
+        _fail(path, str(exc))
     if not isinstance(header, dict):
         _fail(path, "the header must be a JSON object, got %s" % type(header).__name__)
 
@@ -111,6 +112,9 @@ def _parse_header(path, raw, data_size):
                 type(d) is int and d >= 0 for d in shape):
             _fail(path, "%s: shape must be a list of non-negative integers, got %r"
                   % (where, shape))
+        if len(shape) > limits.MAX_ARRAY_NDIM:
+            _fail(path, "%s: %d dimensions, more than the limit of %d"
+                  % (where, len(shape), limits.MAX_ARRAY_NDIM))
         offs = entry["data_offsets"]
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(type(o) is int for o in offs)):
@@ -203,9 +207,12 @@ def load(path, names=None):
 
     path:  the file.   names: optional iterable of tensor names (default all).
     Returns an OrderedDict name -> ndarray in file order.  F64/F32/F16/integer
-    tensors are read-only views of a memory map (no copy); BF16 tensors are
-    converted to new float32 arrays.  Raises SafetensorsError on a malformed
-    file and KeyError for a requested name the file does not hold.
+    tensors are read-only views of a memory map (no copy) unless the file puts
+    them at an offset that is not a multiple of their item size (then they are
+    copied, so no unaligned array reaches C); BF16 tensors are converted to new
+    float32 arrays.  The header is read within tinylm.limits (JSON depth, at
+    most MAX_HEADER_BYTES, MAX_ARRAY_NDIM dimensions).  Raises SafetensorsError
+    on a malformed file and KeyError for a requested name the file does not hold.
     """
     infos, _, data_start, data_size = _open(path)
     if names is not None:
@@ -231,6 +238,9 @@ def load(path, names=None):
         arr = raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
         if info["dtype"] == "BF16":
             arr = bf16_to_float32(arr)
+        elif not arr.flags.aligned:     # an odd offset in the file: copy to aligned memory
+            arr = np.array(arr)
+            arr.flags.writeable = False         # like the memory-mapped ones
         out[name] = arr
     return out
 

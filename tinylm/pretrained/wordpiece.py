@@ -42,12 +42,13 @@ tokens, as Hugging Face's tokenizers do; pass ``split_special_tokens=True``
 to treat them as ordinary text instead.
 """
 
-import json
 import os
 import re
 import unicodedata
 
 import numpy as np
+
+from tinylm import limits
 
 __all__ = ["WordPieceTokenizer", "basic_tokenize", "wordpiece", "Batch"]
 
@@ -215,12 +216,9 @@ class Batch:
 def _read_vocab(path):
     """vocab.txt: one token per line; the line number (from 0) is the id."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = limits.read_text(path, "WordPiece vocabulary", limits.MAX_VOCAB_BYTES).split("\n")
     except FileNotFoundError:
         raise FileNotFoundError("WordPiece vocabulary not found: %s" % path) from None
-    except UnicodeDecodeError as exc:
-        raise ValueError("%s: the vocabulary is not UTF-8 text (%s)" % (path, exc)) from None
     if lines and lines[-1] == "":
         lines.pop()                             # the final newline
     vocab = {}
@@ -280,13 +278,7 @@ class WordPieceTokenizer:
         cfg = {}
         cfg_path = os.path.join(folder, "tokenizer_config.json")
         if os.path.exists(cfg_path):
-            try:
-                with open(cfg_path, encoding="utf-8") as f:
-                    cfg = json.load(f)
-            except ValueError as exc:
-                raise ValueError("%s: not valid JSON (%s)" % (cfg_path, exc)) from None
-            if not isinstance(cfg, dict):
-                raise ValueError("%s: must hold a JSON object" % cfg_path)
+            cfg = limits.read_json(cfg_path, "tokenizer config", dict)
         if max_length is None:
             # Configs without a real limit write a huge number (1e30): cap it.
             max_length = int(min(cfg.get("model_max_length") or DEFAULT_MAX_LENGTH,
@@ -296,16 +288,22 @@ class WordPieceTokenizer:
             t = cfg.get(key, default)
             return t.get("content", default) if isinstance(t, dict) else (t or default)
 
-        return cls(os.path.join(folder, "vocab.txt"),
-                   lower_case=cfg.get("do_lower_case", True),
-                   strip_accents=cfg.get("strip_accents"),
-                   chinese_chars=cfg.get("tokenize_chinese_chars", True),
-                   max_length=max_length,
-                   unk_token=token("unk_token", "[UNK]"),
-                   cls_token=token("cls_token", "[CLS]"),
-                   sep_token=token("sep_token", "[SEP]"),
-                   pad_token=token("pad_token", "[PAD]"),
-                   mask_token=token("mask_token", "[MASK]"))
+        vocab_path = os.path.join(folder, "vocab.txt")
+        try:
+            return cls(vocab_path,
+                       lower_case=cfg.get("do_lower_case", True),
+                       strip_accents=cfg.get("strip_accents"),
+                       chinese_chars=cfg.get("tokenize_chinese_chars", True),
+                       max_length=max_length,
+                       unk_token=token("unk_token", "[UNK]"),
+                       cls_token=token("cls_token", "[CLS]"),
+                       sep_token=token("sep_token", "[SEP]"),
+                       pad_token=token("pad_token", "[PAD]"),
+                       mask_token=token("mask_token", "[MASK]"))
+        except (TypeError, ValueError) as exc:      # say which folder
+            if folder in str(exc):
+                raise
+            raise ValueError("%s: %s" % (vocab_path, exc)) from None
 
     def __len__(self):
         return len(self.vocab)
