@@ -59,6 +59,10 @@ def test_an_existing_run_folder_is_never_silently_overwritten(tmp_path):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--resume" in r.stderr and "--overwrite" in r.stderr
     assert (out / "best.npz").read_bytes() == before
+    # --overwrite with a run that cannot start (bad data) leaves the old run alone
+    r = tinylm("train", *TINY, "--steps", 3, "--out", out, "--overwrite", "--data",
+               tmp_path / "missing.txt")
+    assert r.returncode == 2 and (out / "best.npz").read_bytes() == before
     r = tinylm("train", *TINY, "--steps", 3, "--out", out, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert ck.load_meta(out / "checkpoint.npz")["step"] == 3

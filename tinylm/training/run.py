@@ -25,8 +25,8 @@ def check_run_folder(out, resume=False, overwrite=False):
     """Refuse to silently overwrite a run: the folder's state must match the request.
 
     A new run (neither flag) needs ``out`` to hold no run yet; ``resume`` needs
-    ``out/checkpoint.npz``; ``overwrite`` removes the old run's files (the
-    checkpoint, the best model and the plot) before training starts.
+    ``out/checkpoint.npz``; ``overwrite`` allows replacing the old run (see
+    :func:`remove_run`, called once the new run is built).
     """
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other: continue the "
@@ -48,11 +48,14 @@ def check_run_folder(out, resume=False, overwrite=False):
             what = ""
         raise RunFolderError("%s already holds a run%s; continue it with --resume, replace it "
                              "with --overwrite, or choose another --out" % (out, what))
-    if overwrite:
-        for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
-            path = os.path.join(out, name)
-            if os.path.isfile(path):
-                os.unlink(path)
+
+
+def remove_run(out):
+    """Delete a run's checkpoint, best model and plot (for --overwrite)."""
+    for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            os.unlink(path)
 
 
 def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, resume=False,
@@ -105,6 +108,8 @@ def train(model=None, preset=None, data="pydoc", tokenizer="char", out=None, res
             check_run_folder(out, overwrite=overwrite)
         trainer = _new(name, mcfg, tcfg, data, tokenizer, glob, vocab_size, max_chars, out, log,
                        comm)
+        if overwrite and (comm is None or comm.is_root):   # only now the new run can start
+            remove_run(out)
     result = trainer.fit(until=until)
     return trainer, result
 
