@@ -19,7 +19,10 @@ import zipfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+try:                                     # the tinylm on PYTHONPATH, else this checkout's
+    import tinylm  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tinylm.checkpoint import save_checkpoint, load_checkpoint   # noqa: E402
 from tinylm.limits import FormatError                            # noqa: E402

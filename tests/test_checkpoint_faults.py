@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinylm
 from tinylm import checkpoint as ck
 from tinylm.checkpoint import NonFiniteError, load_checkpoint, save_best, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+SRC = str(Path(tinylm.__file__).resolve().parents[1])   # the tinylm these tests import
 
 VALS = [3.0, 2.0, 2.5, 1.5, 1.7, 1.2]      # validation loss at each evaluation
 
@@ -59,7 +61,7 @@ CHILD = RUN + textwrap.dedent("""
 
 
 def _child(folder, kill_at):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-c", CHILD, str(folder), str(kill_at)],
                           cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)

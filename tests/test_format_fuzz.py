@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import tinylm
+
 REPO = Path(__file__).resolve().parents[1]
 N_RANDOM = {"checkpoint": 300, "tokenizer": 300, "safetensors": 300, "model-folder": 120}
 
@@ -66,7 +68,9 @@ EXPECTED = {   # crafted case -> a phrase its message must contain
 
 @pytest.mark.parametrize("fmt", sorted(EXPECTED))
 def test_format_fuzz(fmt, tmp_path):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    src = str(Path(tinylm.__file__).resolve().parents[1])    # the tinylm these tests import
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, str(REPO / "tests" / "format_fuzz.py"), fmt,
                         str(N_RANDOM[fmt]), "0", str(tmp_path)], env=env, cwd=str(REPO),
                        capture_output=True, text=True, timeout=600)

@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinylm
 from tinylm import checkpoint as ck
 
 REPO = Path(__file__).resolve().parents[1]
+SRC = str(Path(tinylm.__file__).resolve().parents[1])   # the tinylm these tests import
 TINY = ["--preset", "gpt-tiny", "--max-chars", "20000", "--sample-length", "0"]
 
 
 def tinylm(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "tinylm.cli"] + [str(a) for a in args],
                           cwd=str(REPO), env=env, capture_output=True, text=True,
@@ -95,7 +97,7 @@ def test_real_sigkills_during_training_never_lose_the_best_model(tmp_path):
     """SIGKILL `tinylm train` at random moments, resume, repeat; then check best.npz."""
     out = tmp_path / "run"
     args = ["train", *TINY, "--steps", 300, "--eval-interval", 3, "--out", out]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=SRC, OPENBLAS_NUM_THREADS="1")
     rng = random.Random(0)
     kills = lost = 0
     for attempt in range(6):
