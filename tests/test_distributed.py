@@ -118,7 +118,8 @@ def test_cli_grad_accum(tmp_path, capsys):
     np.testing.assert_allclose(_history(b)["train_loss"], _history(a)["train_loss"],
                                rtol=RTOL32)
     capsys.readouterr()
-    rc = main(["train"] + TINY + ["--steps", "4", "--out", b, "--grad-accum", "3"])
+    rc = main(["train"] + TINY + ["--steps", "4", "--out", str(tmp_path / "c"),
+                                  "--grad-accum", "3"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not split into 3 equal parts" in err and "Traceback" not in err
 
