@@ -555,7 +555,7 @@ def _attention_plain_c(kernel, q, k, v, causal, scale, backward=None):
                              % (kernel, o.shape, dout.shape, q.shape, lse.shape, q.shape[:-1]))
     scale = _scale(scale, d, kernel)
     kind = "float *" if dtype == np.float32 else "double *"
-    ins = [np.ascontiguousarray(x, dtype) for x in (q, k, v) + tuple(backward or ())]
+    ins = [_c(x, dtype) for x in (q, k, v) + tuple(backward or ())]
     if backward is None:
         outs = [np.empty(q.shape, dtype), np.empty(q.shape[:-1], dtype)]
         f = _lib.tl_attn_plain_fwd_f32 if dtype == np.float32 else _lib.tl_attn_plain_fwd_f64
@@ -597,7 +597,8 @@ def _kind(dtype):
 
 
 def _c(x, dtype=None):
-    return np.ascontiguousarray(x, dtype)
+    """x as a C-contiguous, aligned array of dtype (copied only if it is not one)."""
+    return _for_c(np.ascontiguousarray(x, dtype))
 
 
 def _check_vector(kernel, label, x, D, dtype):
