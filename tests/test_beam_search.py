@@ -14,35 +14,9 @@ import numpy as np
 import pytest
 
 from tinylm.generate import banned_ngram_mask, generate, generate_ids, sequence_log_prob
-from tinylm.layers.base import Layer
 from tinylm.layers.losses import log_softmax
-
-
-class ToyLM(Layer):
-    """Fixed random logits that depend on the last two tokens (no cache)."""
-
-    def __init__(self, V, seed=0, scale=2.0):
-        super().__init__()
-        self.table = np.random.default_rng(seed).standard_normal((V, V, V)) * scale
-
-    def forward(self, idx):
-        idx = np.asarray(idx)
-        prev = np.concatenate([idx[:, :1], idx[:, :-1]], axis=1)
-        return self.table[prev, idx]                                  # (B, T, V)
-
-
-class CachedToyLM(ToyLM):
-    """The same model with a cache (the last token of each row) that beams must reorder."""
-
-    def init_cache(self, batch):
-        return {"last": None}
-
-    def forward_step(self, idx, cache):
-        idx = np.asarray(idx)
-        first = idx[:, :1] if cache["last"] is None else cache["last"]
-        prev = np.concatenate([first, idx[:, :-1]], axis=1)
-        cache["last"] = idx[:, -1:]
-        return self.table[prev, idx]
+from tinylm.layers.base import Layer
+from toy_lm import CachedToyLM, ToyLM
 
 
 def seq_logprob(model, seq, P):
@@ -67,7 +41,7 @@ def exhaustive(model, prompt, max_length, V, eos=None, length_penalty=1.0):
 
 def test_wide_beam_equals_exhaustive_search():
     V, prompt, L = 3, [1], 5                  # 4 new tokens: 81 sequences
-    m = ToyLM(V, seed=3)
+    m = ToyLM(V, seed=3, scale=2.0)
     ranked = exhaustive(m, prompt, L, V)
     out = generate_ids(m, prompt, max_length=L, num_beams=V ** 3, num_return_sequences=5)
     assert [tuple(r) for r in out] == [s for s, _ in ranked[:5]]
@@ -94,7 +68,7 @@ def test_wide_beam_with_eos_equals_exhaustive_search(length_penalty):
 
 
 def test_sequence_log_prob_is_the_beam_score():
-    m = ToyLM(4, seed=5)
+    m = ToyLM(4, seed=5, scale=2.0)
     rows = generate_ids(m, [1, 2], max_length=7, num_beams=6, num_return_sequences=3)
     got = sequence_log_prob(m, rows, 2)
     want = [seq_logprob(m, tuple(r), 2) for r in rows]
@@ -109,7 +83,7 @@ def test_narrow_beam_can_miss_the_best_sequence_and_one_beam_is_greedy():
     V, L = 3, 6
     missed = 0
     for seed in range(20):
-        m = ToyLM(V, seed=seed)
+        m = ToyLM(V, seed=seed, scale=2.0)
         best = exhaustive(m, [0], L, V)[0][0]
         greedy = generate_ids(m, [0], max_length=L)[0]
         np.testing.assert_array_equal(generate_ids(m, [0], max_length=L, num_beams=1)[0],
@@ -177,7 +151,7 @@ def test_no_repeat_ngram_size_leaves_no_repeated_ngram(kw):
 
 def test_beam_cache_equals_recompute_on_toy_gpt_and_lstm():
     from tinylm.models import build_model
-    models = [CachedToyLM(5, seed=4),
+    models = [CachedToyLM(5, seed=4, scale=2.0),
               build_model("gpt", dict(vocab_size=7, block_size=16, n_layer=2, n_head=2,
                                       d_model=16, seed=1, dtype="float64")),
               build_model("lstm", dict(vocab_size=7, emb_dim=8, hidden=16, seed=1,
@@ -220,7 +194,7 @@ def test_eos_stops_greedy_rows_and_pads_them():
 ])
 def test_bad_beam_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
-        generate_ids(ToyLM(3), [0], max_length=5, **kw)
+        generate_ids(ToyLM(3, scale=2.0), [0], max_length=5, **kw)
 
 
 # -- Hugging Face as an oracle ----------------------------------------------------------

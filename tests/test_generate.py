@@ -4,42 +4,9 @@ import numpy as np
 import pytest
 
 from tinylm.generate import generate, generate_ids, next_token_distribution
-from tinylm.layers.base import Layer
 from tinylm.tokenizers import CharTokenizer
-
-
-class ToyLM(Layer):
-    """A fixed random "bigram + position" LM: logits depend on the last two tokens.
-
-    forward(idx): (B, T) -> (B, T, V).  No cache, so generate re-runs forward.
-    """
-
-    def __init__(self, V, seed=0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.table = rng.standard_normal((V, V, V)) * 3.0
-        self.V = V
-        self.calls = 0
-
-    def forward(self, idx):
-        self.calls += 1
-        idx = np.asarray(idx)
-        prev = np.concatenate([idx[:, :1], idx[:, :-1]], axis=1)
-        return self.table[prev, idx]                                 # (B, T, V)
-
-
-class CachedToyLM(ToyLM):
-    """The same LM with a step interface (cache = the last token of each row)."""
-
-    def init_cache(self, batch):
-        return {"last": None}
-
-    def forward_step(self, idx, cache):
-        idx = np.asarray(idx)
-        first = idx[:, :1] if cache["last"] is None else cache["last"]
-        prev = np.concatenate([first, idx[:, :-1]], axis=1)
-        cache["last"] = idx[:, -1:]
-        return self.table[prev, idx]
+from tinylm.layers.base import Layer
+from toy_lm import CachedToyLM, ToyLM
 
 
 TEXT = "hello world, the quick brown fox"
