@@ -49,7 +49,10 @@ setup(
     # The small pretrained GPT (3.4 MB; scripts/train_packaged_model.py makes it).
     package_data={"tinylm.lessons": ["README.md"], "tinylm": ["assets/*.npz"]},
     include_package_data=False,
-    install_requires=["numpy>=1.22", "cffi>=1.15", "matplotlib>=3.5"],
+    # numpy>=1.23.2: the oldest NumPy with wheels for Python 3.11 (CI's Python;
+    # older ones would build from source), and the version CI installs to run
+    # the floor tests (.ci/run, "oldest supported NumPy").  Nothing older is tested.
+    install_requires=["numpy>=1.23.2", "cffi>=1.15", "matplotlib>=3.5"],
     # mpi: data-parallel training (`mpiexec -n N tinylm train`).  mpi4py and
     # MPICH both come as binary wheels from PyPI, so no system MPI or compiler
     # is needed; MPICH (not Open MPI) because its wheel runs as root without
