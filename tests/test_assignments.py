@@ -493,7 +493,7 @@ def test_kit_readme_installs_what_its_checks_need(kits):
     assert 'python -m pip install -e ".[test]"' in readme
     ns = {}
     setup = (kits / "backprop" / "kit" / "setup.py").read_text()
-    assert '"test": ["pytest>=7"]' in setup and '"numpy>=1.22"' in setup
+    assert '"test": ["pytest>=7"]' in setup and '"numpy>=1.23.2"' in setup
 
 
 def test_cli_list_and_clear_errors(tmp_path):

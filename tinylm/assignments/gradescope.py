@@ -35,7 +35,7 @@ apt-get update
 apt-get install -y --no-install-recommends bubblewrap python3 python3-venv python3-pip
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 python3 -m venv "$ROOT/venv"
-"$ROOT/venv/bin/python" -m pip install --quiet "numpy>=1.22"
+"$ROOT/venv/bin/python" -m pip install --quiet "numpy>=1.23.2"
 "$ROOT/venv/bin/python" -c "import numpy; print('numpy', numpy.__version__)"
 """
 

@@ -58,7 +58,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["tinylm", "tinylm.*"]),
     package_data={{"tinylm": ["PURE_PYTHON"]}},
-    install_requires=["numpy>=1.22"],
+    install_requires=["numpy>=1.23.2"],
     extras_require={{"test": ["pytest>=7"]}},
     entry_points={{"console_scripts": ["tinylm=tinylm.cli:main"]}},
 )
