@@ -15,7 +15,9 @@ import pytest
 
 from tinylm import kernels as K
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the folder holding the tinylm this process imported (the installed package in
+# CI, whose _C is built; a fresh checkout's own tinylm/ has none)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(K.__file__)))
 
 pytestmark = [
     pytest.mark.skipif(not K.c_available(), reason="tinylm's C extension is not built"),
