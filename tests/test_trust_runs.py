@@ -24,6 +24,8 @@ from tinylm import checkpoint as ck
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = str(Path(tinylm.__file__).resolve().parents[1])   # the tinylm these tests import
+# (also the subprocesses' cwd: `python -m` puts the cwd first on sys.path, so a cwd
+# of REPO would run the checkout's unbuilt tinylm/ instead of the installed one)
 TINY = ["--preset", "gpt-tiny", "--max-chars", "20000", "--sample-length", "0"]
 
 
@@ -31,7 +33,7 @@ def tinylm(*args, timeout=600):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "tinylm.cli"] + [str(a) for a in args],
-                          cwd=str(REPO), env=env, capture_output=True, text=True,
+                          cwd=SRC, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -104,7 +106,7 @@ def test_real_sigkills_during_training_never_lose_the_best_model(tmp_path):
         cmd = [sys.executable, "-m", "tinylm.cli"] + [str(a) for a in args]
         if (out / "checkpoint.npz").exists():
             cmd.append("--resume")
-        p = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.PIPE,
+        p = subprocess.Popen(cmd, cwd=SRC, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
         # wait until training has started, then kill at a random moment
         for line in p.stdout:
