@@ -142,7 +142,9 @@ def reference_dirs(extra=()):
 
 def view_arguments(task_dir, extra_masks=()):
     """bwrap arguments for the filesystem view (see the module docstring)."""
-    args = []
+    # the private /tmp comes first: a runtime or NumPy that lives under the host's /tmp (a
+    # venv in a CI clone there) is then bound on top of it instead of hidden by it
+    args = ["--perms", "1777", "--size", str(TMPFS_SIZE), "--tmpfs", "/tmp"]
     binds = ["/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -178,7 +180,6 @@ def view_arguments(task_dir, extra_masks=()):
     for d in _numpy_dirs():
         ro_bind(d)
     args += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(TMPFS_SIZE), "--tmpfs", "/tmp",
              "--ro-bind", task_dir, "/task", "--chdir", "/tmp"]
     # the masks and the root are tmpfs folders bwrap made: read-only too
     for m in masks + ["/"]:
