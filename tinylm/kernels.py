@@ -68,8 +68,14 @@ _omp_set_here = ({} if os.environ.get("TINYLM_OMP_DEFAULTS", "1") == "0"
                  or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
                  else _OMP_SPIN_DEFAULT)
 os.environ.update(_omp_set_here)
+_PURE_PYTHON = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "PURE_PYTHON"))
 try:
     import importlib
+    if _PURE_PYTHON:
+        # a pure-Python copy made on purpose (an assignment kit): never load a _C found
+        # elsewhere (an editable install's import hook would hand it the reference's)
+        raise ImportError("pure-Python copy of tinylm", name="tinylm._C")
     _C = importlib.import_module("tinylm._C")  # built by csrc/build_ffi.py
     _lib, _ffi = _C.lib, _C.ffi
     _C_ERROR = None
@@ -117,7 +123,7 @@ def _initial_backend():
         return "c", "TINYLM_BACKEND=c"
     if c_available():
         return "c", "default: C extension loaded"
-    if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "PURE_PYTHON")):
+    if _PURE_PYTHON:
         # A pure-Python copy made on purpose (an assignment kit): no C, no warning.
         return "numpy", "pure-Python copy of tinylm (no C extension by design)"
     fix = ("" if "source checkout" in _C_ERROR
