@@ -68,14 +68,15 @@ _omp_set_here = ({} if os.environ.get("TINYLM_OMP_DEFAULTS", "1") == "0"
                  or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
                  else _OMP_SPIN_DEFAULT)
 os.environ.update(_omp_set_here)
-_PURE_PYTHON = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           "PURE_PYTHON"))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PURE_PYTHON = os.path.exists(os.path.join(_HERE, "PURE_PYTHON"))
 try:
     import importlib
-    if _PURE_PYTHON:
-        # a pure-Python copy made on purpose (an assignment kit): never load a _C found
-        # elsewhere (an editable install's import hook would hand it the reference's)
-        raise ImportError("pure-Python copy of tinylm", name="tinylm._C")
+    from importlib.machinery import PathFinder
+    # Only the extension next to this file: an editable install's import hook would
+    # otherwise hand another copy of tinylm (a second clone, an assignment kit) its _C.
+    if PathFinder.find_spec("tinylm._C", [_HERE]) is None:
+        raise ModuleNotFoundError("No module named 'tinylm._C'", name="tinylm._C")
     _C = importlib.import_module("tinylm._C")  # built by csrc/build_ffi.py
     _lib, _ffi = _C.lib, _C.ffi
     _C_ERROR = None
