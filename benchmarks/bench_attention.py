@@ -1,5 +1,9 @@
 """Benchmark: tinylm's fused C attention kernel against the NumPy reference and torch.
 
+An in-process table (all sides in one process): the torch column is indicative only, since
+the thread pools interfere; the figures to quote come from benchmarks/fair.py, which runs each
+side in its own process.
+
     python benchmarks/bench_attention.py            # full table
     python benchmarks/bench_attention.py --quick    # one shape, float32 only
 

@@ -1,5 +1,9 @@
 """Benchmark: sentence embeddings per second with all-MiniLM-L6-v2.
 
+An in-process table (all sides in one process): the transformers + torch row is indicative
+only, since the thread pools interfere; a fair comparison runs each side in its own process
+(benchmarks/fair.py is the runner for that).
+
     python benchmarks/bench_embed.py                 # 32 paragraphs, float32
     python benchmarks/bench_embed.py --batch 64 --max-tokens 128 --repeats 5
 
