@@ -1,8 +1,8 @@
 """The training workloads the benchmarks compare: the same model and step in
 tinylm and in PyTorch eager.  Importing this module imports neither library;
 each step builder imports only its own side (the fair runner's workers must
-not load the other library's thread pool): benchmarks/fair.py runs each side in its own
-process.
+not load the other library's thread pool): benchmarks/fair.py runs each side in its
+own process.
 
 One training step = forward + cross-entropy + backward + grad clipping (1.0) +
 AdamW update, on a fixed random token batch (the data pipeline is not timed).
