@@ -32,7 +32,9 @@ def test_complete_prints_choices_and_json(ckpt, capsys):
 
 def test_complete_errors_are_one_line(ckpt, tmp_path, capsys):
     assert main(["complete", str(tmp_path / "missing.npz"), "--prompt", "x"]) == 2
-    assert main(["complete", ckpt, "--prompt", "x", "--max-tokens", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:        # refused by argparse, before loading
+        main(["complete", ckpt, "--prompt", "x", "--max-tokens", "0"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("tinylm complete: error:") == 2 and "Traceback" not in err
 

@@ -174,6 +174,68 @@ def test_gradcheck_embed_search_info_arguments(files, capsys, monkeypatch):
     check()
 
 
+def test_complete_arguments(files, capsys, monkeypatch):
+    import tinylm.complete as comp
+    real = comp.complete
+
+    def bounded(*args, **kw):           # long completions are accepted, not run
+        if kw.get("max_tokens", 0) * kw.get("n", 1) > 400:
+            raise Accepted
+        return real(*args, **kw)
+    monkeypatch.setattr(comp, "complete", bounded)
+
+    @SETTINGS
+    @given(ckpt=st.sampled_from(["ckpt", "ckpt", "garbage", "folder", "missing"]),
+           opts=st.lists(st.tuples(st.sampled_from(
+               ["--max-tokens", "--n", "--temperature", "--top-p", "--seed", "--stop",
+                "--prompt"]), values(files)), max_size=3),
+           as_json=st.booleans())
+    def check(ckpt, opts, as_json):
+        argv = ["complete", files[ckpt], "--prompt", "The "] + \
+            [x for o in opts for x in o] + (["--json"] if as_json else [])
+        status, _ = _call(argv, capsys)
+        _record("complete", status)
+    check()
+
+
+def test_assignment_grade_arguments(files, capsys, monkeypatch):
+    """grade and gradescope: --timeout, --memory, --seed (and the paths) are checked
+    before anything runs; the grading itself is stubbed once accepted."""
+    from tinylm.assignments import gradescope, grader
+
+    def stop(*a, **k):
+        raise Accepted
+    monkeypatch.setattr(grader, "grade", stop)
+    monkeypatch.setattr(gradescope, "make_autograder", stop)
+
+    @SETTINGS
+    @given(action=st.sampled_from(["grade", "gradescope"]),
+           opts=st.lists(st.tuples(st.sampled_from(["--timeout", "--memory", "--seed"]),
+                                   values(files)), min_size=1, max_size=3))
+    def check(action, opts):
+        first = [files["folder"]] if action == "grade" else ["backprop"]
+        argv = ["assignment", action] + first + ["--out", str(files["root"] / "out.json")] + \
+            [x for o in opts for x in o if action == "grade" or o[0] != "--seed"]
+        status, _ = _call(argv, capsys)
+        _record("assignment " + action, status)
+    check()
+
+
+def test_assignment_limits_are_range_checked(files, capsys):
+    """The limits' edges: refused below/above, with the option named."""
+    for flag, bad in [("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"),
+                      ("--timeout", "1e300"), ("--memory", "255"), ("--memory", "1e3"),
+                      ("--memory", str(2 ** 40))]:
+        status, err = _call(["assignment", "grade", files["folder"], "--out",
+                             str(files["root"] / "r.json"), flag, bad], capsys)
+        assert status == 2 and flag in err, (flag, bad, err)
+    for flag, bad in [("--max-tokens", "0"), ("--n", "0"), ("--temperature", "-1"),
+                      ("--temperature", "nan"), ("--top-p", "0"), ("--top-p", "1.5"),
+                      ("--seed", "-1")]:
+        status, err = _call(["complete", files["ckpt"], "--prompt", "x", flag, bad], capsys)
+        assert status == 2 and flag in err, (flag, bad, err)
+
+
 def test_report_counts():
     """Not a check: prints how many argument lists each command got (run with -s)."""
     for cmd, c in sorted(COUNTS.items()):

@@ -13,7 +13,12 @@
 without one (see docs/assignments.md).
 """
 
-import sys
+from tinylm.commands.args import checked, fail
+
+TIMEOUT = checked(float, above=0, high=24 * 3600, hint=" (seconds)")
+MEMORY = checked(int, low=256, high=2 ** 20,
+                 hint=" (MB; Python and NumPy need at least 256 MB of address space)")
+SEED = checked(int, low=0, high=2 ** 63 - 1)
 
 
 def add_arguments(parser):
@@ -34,11 +39,11 @@ def add_arguments(parser):
     p.add_argument("submission")
     p.add_argument("--out", required=True, help="where to write Gradescope's results.json")
     p.add_argument("--assignment", help="assignment name (default: from the submission)")
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=TIMEOUT, default=60.0,
                    help="wall-clock seconds per task (default 60)")
-    p.add_argument("--memory", type=int, default=2048,
+    p.add_argument("--memory", type=MEMORY, default=2048,
                    help="address-space limit per task, in MB (default 2048)")
-    p.add_argument("--seed", type=int, help="seed of the random inputs (default: random)")
+    p.add_argument("--seed", type=SEED, help="seed of the random inputs (default: random)")
     p.add_argument("--task", action="append", dest="tasks",
                    help="grade only this task (repeatable)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
@@ -47,9 +52,9 @@ def add_arguments(parser):
     p = sub.add_parser("gradescope", help="write the Gradescope autograder zip")
     p.add_argument("name", help="assignment name or number (see `list`)")
     p.add_argument("--out", required=True, help="the zip to write (autograder.zip)")
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=TIMEOUT, default=60.0,
                    help="wall-clock seconds per task (default 60)")
-    p.add_argument("--memory", type=int, default=2048,
+    p.add_argument("--memory", type=MEMORY, default=2048,
                    help="address-space limit per task, in MB (default 2048)")
 
 
@@ -65,14 +70,6 @@ def _list():
             for f, q in t.regions:
                 print("        %s  (%s)" % (q, f))
     return 0
-
-
-def _check_limits(args):
-    if not args.timeout > 0:
-        raise ValueError("--timeout must be > 0 seconds, got %s" % args.timeout)
-    if args.memory < 256:
-        raise ValueError("--memory must be at least 256 (MB): Python and NumPy need "
-                         "that much address space; got %d" % args.memory)
 
 
 def run(args):
@@ -92,14 +89,12 @@ def run(args):
             checker.submit(out=args.out)
             return 0
         if args.action == "grade":
-            _check_limits(args)
             grader.grade(args.submission, args.out, assignment=args.assignment,
                          timeout=args.timeout, memory=args.memory * 2 ** 20, seed=args.seed,
                          tasks=args.tasks, unsafe_no_sandbox=args.unsafe_no_sandbox)
             return 0
         if args.action == "gradescope":
             from tinylm.assignments import gradescope
-            _check_limits(args)
             a = gradescope.make_autograder(args.name, args.out, timeout=args.timeout,
                                            memory_mb=args.memory)
             print("wrote %s: the Gradescope autograder for assignment %d (%s); upload it "
@@ -107,6 +102,5 @@ def run(args):
             return 0
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print("tinylm assignment %s: %s" % (args.action, msg), file=sys.stderr)
-        return 2
+        return fail("assignment " + args.action, msg)
     return 2

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from tinylm.commands.args import checked, fail
+
 
 def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -20,16 +22,17 @@ string; --json prints the whole response (choices, finish_reason, usage).
 """
     parser.add_argument("checkpoint", help="a checkpoint written by `tinylm train` (.npz)")
     parser.add_argument("--prompt", required=True, help="the text to complete")
-    parser.add_argument("--max-tokens", type=int, default=16,
+    parser.add_argument("--max-tokens", type=checked(int, low=1, high=10 ** 6), default=16,
                         help="new tokens per completion (default 16, as the old API)")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=checked(float, low=0), default=1.0,
                         help="sampling temperature >= 0; 0 = greedy (default 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0,
+    parser.add_argument("--top-p", type=checked(float, above=0, high=1), default=1.0,
                         help="nucleus sampling: the smallest set with this probability")
-    parser.add_argument("--n", type=int, default=1, help="number of completions")
+    parser.add_argument("--n", type=checked(int, low=1, high=1000), default=1,
+                        help="number of completions")
     parser.add_argument("--stop", action="append", default=None,
                         help="stop string (repeatable); '\\n' and '\\t' are read as escapes")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible)")
+    parser.add_argument("--seed", type=checked(int, low=0, high=2 ** 63 - 1), default=None, help="random seed (reproducible)")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
 
 
@@ -48,8 +51,7 @@ def run(args):
                      temperature=args.temperature, n=args.n, stop=stop, top_p=args.top_p,
                      seed=args.seed)
     except (OSError, ValueError, KeyError, TypeError, CheckpointError) as exc:
-        print("tinylm complete: error: %s" % exc, file=sys.stderr)
-        return 2
+        return fail("complete", exc)
     if args.json:
         print(json.dumps(asdict(r), ensure_ascii=False, indent=2))
         return 0
