@@ -221,6 +221,17 @@ def test_assignment_grade_arguments(files, capsys, monkeypatch):
     check()
 
 
+def test_assignment_make_arguments(files, capsys):
+    @settings(SETTINGS, max_examples=15)
+    @given(name=st.sampled_from(["backprop", "1", "99", "nosuch", "", "-1"]),
+           out=st.sampled_from(["text", "folder", "garbage", "missing"]),
+           flags=st.lists(st.sampled_from(["--solutions", "--force"]), max_size=2))
+    def check(name, out, flags):
+        status, _ = _call(["assignment", "make", name, "--out", files[out]] + flags, capsys)
+        _record("assignment make", status)
+    check()
+
+
 def test_assignment_limits_are_range_checked(files, capsys):
     """The limits' edges: refused below/above, with the option named."""
     for flag, bad in [("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"),
