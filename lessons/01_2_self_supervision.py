@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from tinylm.data import BatchSampler, load_corpus, split_train_val
+from tinylm.data import BatchSampler, load_corpus, split_text
 from tinylm.teaching.lesson import Lesson, matplotlib_agg
 from tinylm.models import build_model
 from tinylm.models.bert import BERT, BERTConfig
@@ -31,11 +31,13 @@ plt = matplotlib_agg()
 # %%
 L.step("1. Labels from the text itself (001 §2: 自监督学习)")
 # The packaged GPT was trained on the "pydoc" corpus, characters as tokens; everything below
-# uses its tokenizer and the same train/validation split (the last 10% of the text is held out).
+# uses its tokenizer and the same train/validation split (tinylm.data.split_text: every tenth
+# block of the text is held out, so validation text is as varied as training text).
 gpt, tok, meta = load_packaged_model()
 text = load_corpus("pydoc")
-ids = np.array(tok.encode(text), dtype=np.int64)                 # (N,)
-train_ids, val_ids = split_train_val(ids, val_fraction=meta["train_config"]["val_fraction"])
+train_text, val_text = split_text(text, val_fraction=meta["train_config"]["val_fraction"])
+train_ids = np.array(tok.encode(train_text), dtype=np.int64)      # (N_train,)
+val_ids = np.array(tok.encode(val_text), dtype=np.int64)          # (N_val,)
 print("corpus: %d characters -> %d training / %d validation tokens (vocabulary %d)"
       % (len(text), len(train_ids), len(val_ids), tok.vocab_size))
 
