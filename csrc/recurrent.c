@@ -10,10 +10,12 @@
 /* Rows of the register tile: RNN_MR rows x (3 or 4) vectors of accumulators.
  * AVX-512 has 32 vector registers (6 x 4 = 24 accumulators + 6 broadcasts + 1
  * load), the others 16 (3 x 4 = 12 + 3 + 1). */
+#ifndef RNN_MR
 #if TL_VBYTES >= 64 || defined(__aarch64__)
 #define RNN_MR 6
 #else
 #define RNN_MR 3
+#endif
 #endif
 #define RNN_NVMAX 4
 /* Per-step multiply-adds (B * gates*H * H) from which the steps are shared by
