@@ -61,19 +61,20 @@ def test_lstm_reference_backward_is_the_gradient():
     B, T, H = 2, 3, 3
     gx, w, h0, c0 = lstm_inputs(rng, B, T, H, np.float64)
     g_out, g_h, g_c = (rng.standard_normal(s) for s in ((B, T, H), (B, H), (B, H)))
+    bias = rng.standard_normal(4 * H)
 
-    def loss(gx_, w_, h0_, c0_):
-        out, _, cs = K.lstm_sequence_forward_reference(gx_, w_, h0_, c0_)
+    def loss(gx_, w_, h0_, c0_, bias_=bias):
+        out, _, cs = K.lstm_sequence_forward_reference(gx_, w_, h0_, c0_, bias_)
         terms = np.concatenate([(g_out * out).ravel(), (g_h * out[:, -1]).ravel(),
                                 (g_c * cs[:, -1]).ravel()])
         return math.fsum(terms)
 
-    _, gates, cs = K.lstm_sequence_forward_reference(gx, w, h0, c0)
-    dz, dh0, dc0 = K.lstm_sequence_backward_reference(w, gates, cs, c0, g_out, g_h, g_c)
-    out = K.lstm_sequence_forward_reference(gx, w, h0, c0)[0]
+    out, gates, cs = K.lstm_sequence_forward_reference(gx, w, h0, c0, bias)
+    dz, dh0, dc0, db = K.lstm_sequence_backward_reference(w, gates, cs, c0, g_out, g_h, g_c)
     grad_ok(dz, lambda t: loss(t, w, h0, c0), gx)                  # d/dgx = dz
     grad_ok(dh0, lambda t: loss(gx, w, t, c0), h0)
     grad_ok(dc0, lambda t: loss(gx, w, h0, t), c0)
+    grad_ok(db, lambda t: loss(gx, w, h0, c0, t), bias)
     dw = dz.reshape(-1, 4 * H).T @ hprev_of(out, h0).reshape(-1, H)   # dW_hh = dz^T h_prev
     grad_ok(dw, lambda t: loss(gx, t, h0, c0), w)
 
@@ -83,16 +84,19 @@ def test_gru_reference_backward_is_the_gradient():
     B, T, H = 2, 3, 3
     gx, w, b_hn, h0 = gru_inputs(rng, B, T, H, np.float64)
     g_out, g_h = rng.standard_normal((B, T, H)), rng.standard_normal((B, H))
+    b_i = rng.standard_normal(3 * H)
 
-    def loss(gx_, w_, b_, h0_):
-        out, _ = K.gru_sequence_forward_reference(gx_, w_, b_, h0_)
+    def loss(gx_, w_, b_, h0_, b_i_=b_i):
+        out, _ = K.gru_sequence_forward_reference(gx_, w_, b_, h0_, b_i_)
         return math.fsum(np.concatenate([(g_out * out).ravel(), (g_h * out[:, -1]).ravel()]))
 
-    out, gates = K.gru_sequence_forward_reference(gx, w, b_hn, h0)
-    dgi, dgh, dh0 = K.gru_sequence_backward_reference(w, gates, hprev_of(out, h0), g_out, g_h)
+    out, gates = K.gru_sequence_forward_reference(gx, w, b_hn, h0, b_i)
+    dgi, dgh, dh0, dbi, dbh = K.gru_sequence_backward_reference(w, gates, hprev_of(out, h0),
+                                                                g_out, g_h)
     grad_ok(dgi, lambda t: loss(t, w, b_hn, h0), gx)               # d/dgx = dgi
     grad_ok(dh0, lambda t: loss(gx, w, b_hn, t), h0)
-    grad_ok(dgh[:, :, 2 * H:].sum(axis=(0, 1)), lambda t: loss(gx, w, t, h0), b_hn)
+    grad_ok(dbi, lambda t: loss(gx, w, b_hn, h0, t), b_i)
+    grad_ok(dbh[2 * H:], lambda t: loss(gx, w, t, h0), b_hn)
     dw = dgh.reshape(-1, 3 * H).T @ hprev_of(out, h0).reshape(-1, H)  # dW_hh = dgh^T h_prev
     grad_ok(dw, lambda t: loss(gx, t, b_hn, h0), w)
 
@@ -106,14 +110,15 @@ SHAPES = dict(B=st.integers(1, 9), T=st.integers(1, 6),
 
 
 @needs_c
-@given(dtype=DTYPES, strided=st.booleans(), with_dout=st.booleans(),
+@given(dtype=DTYPES, strided=st.booleans(), with_dout=st.booleans(), with_bias=st.booleans(),
        seed=st.integers(0, 2**16), **SHAPES)
-def test_lstm_c_equals_reference(B, T, H, dtype, strided, with_dout, seed):
+def test_lstm_c_equals_reference(B, T, H, dtype, strided, with_dout, with_bias, seed):
     rng = np.random.default_rng(seed)
     gx, w, h0, c0 = lstm_inputs(rng, B, T, H, dtype, strided)
+    bias = arr(rng, (1, 4 * H), dtype, 1.0, strided)[0] if with_bias else None
     with K.backend("c"):
-        got = K.lstm_sequence_forward(gx, w, h0, c0)
-    want = K.lstm_sequence_forward_reference(gx, w, h0, c0)
+        got = K.lstm_sequence_forward(gx, w, h0, c0, bias)
+    want = K.lstm_sequence_forward_reference(gx, w, h0, c0, bias)
     for name, a, b in zip(("out", "gates", "cs"), got, want):
         assert_close(a, b, H * T, name)
     _, gates, cs = want
@@ -122,9 +127,9 @@ def test_lstm_c_equals_reference(B, T, H, dtype, strided, with_dout, seed):
     with K.backend("c"):
         got = K.lstm_sequence_backward(w, gates, cs, c0, dout, dhT, dcT)
     want = K.lstm_sequence_backward_reference(w, gates, cs, c0, dout, dhT, dcT)
-    for name, a, b in zip(("dz", "dh0", "dc0"), got, want):
+    for name, a, b in zip(("dz", "dh0", "dc0", "db"), got, want):
         assert a.dtype == dtype
-        assert_close(a, b, 4 * H * T, name)
+        assert_close(a, b, 4 * H * T * B, name)
 
 
 @needs_c
@@ -133,10 +138,11 @@ def test_lstm_c_equals_reference(B, T, H, dtype, strided, with_dout, seed):
 def test_gru_c_equals_reference(B, T, H, dtype, strided, with_dout, with_bias, seed):
     rng = np.random.default_rng(seed)
     gx, w, b_hn, h0 = gru_inputs(rng, B, T, H, dtype, strided)
+    b_i = arr(rng, (1, 3 * H), dtype, 1.0, strided)[0] if with_bias else None
     b_hn = b_hn if with_bias else None
     with K.backend("c"):
-        got = K.gru_sequence_forward(gx, w, b_hn, h0)
-    want = K.gru_sequence_forward_reference(gx, w, b_hn, h0)
+        got = K.gru_sequence_forward(gx, w, b_hn, h0, b_i)
+    want = K.gru_sequence_forward_reference(gx, w, b_hn, h0, b_i)
     for name, a, b in zip(("out", "gates"), got, want):
         assert_close(a, b, H * T, name)
     out, gates = want
@@ -148,9 +154,9 @@ def test_gru_c_equals_reference(B, T, H, dtype, strided, with_dout, with_bias, s
     with K.backend("c"):
         got = K.gru_sequence_backward(w, gates, hprev, dout, dhT)
     want = K.gru_sequence_backward_reference(w, gates, hprev, dout, dhT)
-    for name, a, b in zip(("dgi", "dgh", "dh0"), got, want):
+    for name, a, b in zip(("dgi", "dgh", "dh0", "dbi", "dbh"), got, want):
         assert a.dtype == dtype
-        assert_close(a, b, 3 * H * T, name)
+        assert_close(a, b, 3 * H * T * B, name)
 
 
 @needs_c

@@ -460,19 +460,18 @@ class _Recurrent(Layer):
         gx = kernels.matmul(x2, p["weight_ih"], trans_b=True)        # (B*T, G*H) for all t
         h0 = state[0]
         if isinstance(cell, LSTMCell):
-            if cell.use_bias:
-                gx += p["bias_ih"] + p["bias_hh"]
+            bias = p["bias_ih"] + p["bias_hh"] if cell.use_bias else None
             out, gates, cs = kernels.lstm_sequence_forward(gx.reshape(B, T, 4 * H),
-                                                           p["weight_hh"], h0, state[1])
+                                                           p["weight_hh"], h0, state[1], bias)
             saved, final = (gates, cs, state[1]), (out[:, -1].copy(), cs[:, -1].copy())
         else:
-            b_hn = None
-            if cell.use_bias:
-                gx += p["bias_ih"]
-                gx[:, :2 * H] += p["bias_hh"][:2 * H]                # b_hr, b_hz; b_hn is inside r * (.)
+            b_i = b_hn = None
+            if cell.use_bias:          # b_hr, b_hz add to the input side; b_hn is inside r * (.)
+                b_i = p["bias_ih"] + np.concatenate([p["bias_hh"][:2 * H], np.zeros_like(
+                    p["bias_hh"][2 * H:])])
                 b_hn = p["bias_hh"][2 * H:]
             out, gates = kernels.gru_sequence_forward(gx.reshape(B, T, 3 * H),
-                                                      p["weight_hh"], b_hn, h0)
+                                                      p["weight_hh"], b_hn, h0, b_i)
             saved, final = (gates,), (out[:, -1].copy(),)
         hprev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)   # h_{t-1} (B, T, H)
         self._cache = (_SequenceCache(x2, hprev, saved), B, T)
@@ -484,16 +483,23 @@ class _Recurrent(Layer):
         cache, B, T = self._cache
         if isinstance(cell, LSTMCell):
             gates, cs, c0 = cache.saved
-            dz, dh0, dc0 = kernels.lstm_sequence_backward(p["weight_hh"], gates, cs, c0, dout,
-                                                          dstate[0], dstate[1])
+            dz, dh0, dc0, db = kernels.lstm_sequence_backward(p["weight_hh"], gates, cs, c0,
+                                                              dout, dstate[0], dstate[1])
             dgi = dgh = dz.reshape(B * T, 4 * H)
+            dbi = dbh = db
             dinitial = (dh0, dc0)
         else:
-            dgi, dgh, dh0 = kernels.gru_sequence_backward(p["weight_hh"], cache.saved[0],
-                                                          cache.hprev, dout, dstate[0])
+            dgi, dgh, dh0, dbi, dbh = kernels.gru_sequence_backward(
+                p["weight_hh"], cache.saved[0], cache.hprev, dout, dstate[0])
             dgi, dgh = dgi.reshape(B * T, 3 * H), dgh.reshape(B * T, 3 * H)
             dinitial = (dh0,)
-        cell._accumulate(dgi, cache.x, dgh, cache.hprev.reshape(B * T, H))
+        g = cell.grads                   # the weight gradients of all the steps: one matmul each
+        kernels.matmul(dgi, cache.x, trans_a=True, out=g["weight_ih"], accumulate=True)
+        kernels.matmul(dgh, cache.hprev.reshape(B * T, H), trans_a=True, out=g["weight_hh"],
+                       accumulate=True)
+        if cell.use_bias:
+            g["bias_ih"] += dbi
+            g["bias_hh"] += dbh
         dx = kernels.matmul(dgi, p["weight_ih"]).reshape(B, T, self.input_size)
         return dx, cell._public(dinitial)
 
