@@ -176,6 +176,47 @@ def test_c_saturated_and_nan_inputs_match_the_reference():
     assert np.isnan(got[0][1, 3]).any() and not np.isnan(got[0][[0, 2]]).any()
 
 
+@needs_c
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_threads_share_the_steps_with_the_same_bits(kind):
+    """Big enough for the kernels to share each step among threads (B * G*H * H >= 2**20):
+    equal to the reference, and the same bits with 1 and 2 threads."""
+    rng = np.random.default_rng(6)
+    B, T, H = 17, 3, 150
+    G = 4 if kind == "lstm" else 3
+    assert B * G * H * H >= 2**20
+    if kind == "lstm":
+        gx, w, h0, c0 = lstm_inputs(rng, B, T, H, np.float32)
+        fwd = lambda f: f(gx, w, h0, c0)                                    # noqa: E731
+        names = ("lstm_sequence_forward", "lstm_sequence_forward_reference")
+    else:
+        gx, w, b_hn, h0 = gru_inputs(rng, B, T, H, np.float32)
+        fwd = lambda f: f(gx, w, b_hn, h0)                                  # noqa: E731
+        names = ("gru_sequence_forward", "gru_sequence_forward_reference")
+    dout, dhT = arr(rng, (B, T, H), np.float32), arr(rng, (B, H), np.float32)
+    want = fwd(getattr(K, names[1]))
+
+    def bwd(f):
+        if kind == "lstm":
+            return f(w, want[1], want[2], c0, dout, dhT, dhT)
+        return f(w, want[1], hprev_of(want[0], h0), dout, dhT)
+
+    want = want + bwd(getattr(K, kind + "_sequence_backward_reference"))
+    saved = K._NUM_THREADS
+    runs = []
+    try:
+        for n in (1, 2):
+            K.set_num_threads(n)
+            with K.backend("c"):
+                runs.append(fwd(getattr(K, names[0]))
+                            + bwd(getattr(K, kind + "_sequence_backward")))
+    finally:
+        K._NUM_THREADS = saved
+    for one, two, ref in zip(runs[0], runs[1], want):
+        np.testing.assert_array_equal(one, two)
+        assert_close(one, ref, G * H * T * B)
+
+
 # --------------------------------------------------------------------------
 # 3. The NumPy backend and bad input
 # --------------------------------------------------------------------------
