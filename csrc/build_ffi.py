@@ -44,7 +44,7 @@ def read_cdef():
         return "".join(line for line in f if not line.lstrip().startswith("#"))
 
 
-SOURCES = ["matmul.c", "attention.c", "attention_plain.c", "fused.c", "info.c"]
+SOURCES = ["matmul.c", "attention.c", "attention_plain.c", "fused.c", "recurrent.c", "info.c"]
 
 
 def _new_compiler():

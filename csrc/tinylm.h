@@ -111,4 +111,50 @@ int tl_omp_max_threads(void);     /* 1 in a fork()ed child, see below */
 int tl_single_threaded_after_fork(void);
 const char *tl_build_flags(void);
 
+/* Recurrent layers over a whole sequence (csrc/recurrent.inc; the NumPy
+ * specifications are lstm/gru_sequence_forward/backward_reference in kernels.py).
+ * B batch, T steps, H hidden units; all arrays C-contiguous, batch-first.
+ * LSTM forward:  gx (B, T, 4H) = x W_ih^T, bias (4H) = b_ih + b_hh or NULL, w_hh (4H, H),
+ *   h0, c0 (B, H)
+ *   -> out (B, T, H) = h_t, gates (B, T, 4H) = i, f, g, o (activated), cs (B, T, H) = c_t.
+ * LSTM backward: dout (B, T, H) or NULL, dhT, dcT (B, H)
+ *   -> dz (B, T, 4H) (gradient of the gates' pre-activations), dh0, dc0 (B, H),
+ *   db (4H) = sum of dz over batch and time (NULL: not computed).
+ * GRU forward:  gx (B, T, 3H) = x W_ih^T, b_i (3H) = b_ih + [b_hr, b_hz, 0] or NULL, w_hh (3H, H),
+ *   b_hn (H) or NULL, h0 (B, H) -> out (B, T, H), gates (B, T, 4H) = r, z, n, gh_n.
+ * GRU backward: hprev (B, T, H) = h_{t-1}, dout or NULL, dhT
+ *   -> dgi, dgh (B, T, 3H) (gradients of x W_ih^T + b_ih and h W_hh^T + b_hh), dh0,
+ *   dbi, dbh (3H) = their sums over batch and time (NULL: not computed). */
+int tl_lstm_seq_fwd_f32(int64_t B, int64_t T, int64_t H, const float *gx, const float *bias,
+                        const float *w_hh,
+                        const float *h0, const float *c0, float *out, float *gates, float *cs,
+                        int nthreads);
+int tl_lstm_seq_fwd_f64(int64_t B, int64_t T, int64_t H, const double *gx, const double *bias,
+                        const double *w_hh,
+                        const double *h0, const double *c0, double *out, double *gates,
+                        double *cs, int nthreads);
+int tl_lstm_seq_bwd_f32(int64_t B, int64_t T, int64_t H, const float *w_hh, const float *gates,
+                        const float *cs, const float *c0, const float *dout, const float *dhT,
+                        const float *dcT, float *dz, float *dh0, float *dc0, float *db,
+                        int nthreads);
+int tl_lstm_seq_bwd_f64(int64_t B, int64_t T, int64_t H, const double *w_hh,
+                        const double *gates, const double *cs, const double *c0,
+                        const double *dout, const double *dhT, const double *dcT, double *dz,
+                        double *dh0, double *dc0, double *db, int nthreads);
+int tl_gru_seq_fwd_f32(int64_t B, int64_t T, int64_t H, const float *gx, const float *b_i,
+                       const float *w_hh,
+                       const float *b_hn, const float *h0, float *out, float *gates,
+                       int nthreads);
+int tl_gru_seq_fwd_f64(int64_t B, int64_t T, int64_t H, const double *gx, const double *b_i,
+                       const double *w_hh,
+                       const double *b_hn, const double *h0, double *out, double *gates,
+                       int nthreads);
+int tl_gru_seq_bwd_f32(int64_t B, int64_t T, int64_t H, const float *w_hh, const float *gates,
+                       const float *hprev, const float *dout, const float *dhT, float *dgi,
+                       float *dgh, float *dh0, float *dbi, float *dbh, int nthreads);
+int tl_gru_seq_bwd_f64(int64_t B, int64_t T, int64_t H, const double *w_hh,
+                       const double *gates, const double *hprev, const double *dout,
+                       const double *dhT, double *dgi, double *dgh, double *dh0, double *dbi,
+                       double *dbh, int nthreads);
+
 #endif

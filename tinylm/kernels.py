@@ -994,3 +994,245 @@ def embedding_backward(ids, dy, dweight):
     _raise_status(kernel, _fused_fn("embedding_bwd", dtype)(
         ids.size, dweight.shape[1], V, _ptr("int64_t *", _c(ids, np.int64)), _ptr(k, _c(dy)),
         _ptr(k, dweight), _NUM_THREADS))
+
+
+# --------------------------------------------------------------------------
+# Recurrent: an LSTM or GRU layer's whole time loop (csrc/recurrent.inc).
+# The references below are the spec; they are the per-step cells of
+# tinylm/layers/rnn.py (LSTMCell.step / step_backward, GRUCell ...) written
+# over the sequence, with the input projection x W_ih^T of all the steps
+# done beforehand by the caller (one matmul), and the weight gradients done
+# afterwards from the returned pre-activation gradients (one matmul each; the
+# bias gradients come back summed):
+#
+#   LSTM  dW_ih = dz^T x,  dW_hh = dz^T h_prev,  db_ih = db_hh = db,  dx = dz W_ih
+#   GRU   dW_ih = dgi^T x, dW_hh = dgh^T h_prev, db_ih = dbi, db_hh = dbh,  dx = dgi W_ih
+# where h_prev[:, t] = h_{t-1} (h0 at t = 0).  Shapes: batch B, steps T, hidden H.
+# --------------------------------------------------------------------------
+
+def _sigmoid(x):
+    """The stable logistic function of tinylm.layers.activations.sigmoid."""
+    e = np.exp(-np.abs(x))                 # in (0, 1]: never overflows
+    r = 1 / (1 + e)
+    return np.where(x >= 0, r, e * r)
+
+
+def lstm_sequence_forward_reference(gx, w_hh, h0, c0, bias=None):
+    """LSTM over T steps, gates i, f, g, o.
+
+    gx (B, T, 4H) = x W_ih^T,  w_hh (4H, H),  h0, c0 (B, H),  bias (4H,) = b_ih + b_hh or None.
+    Returns out (B, T, H) (h_t), gates (B, T, 4H) (i, f, g, o after their
+    nonlinearities) and cs (B, T, H) (c_t); the final state is (out[:, -1], cs[:, -1]).
+    """
+    B, T, G = gx.shape
+    H = G // 4
+    out, cs = np.empty((B, T, H), gx.dtype), np.empty((B, T, H), gx.dtype)
+    gates = np.empty((B, T, 4 * H), gx.dtype)
+    h, c = h0, c0
+    for t in range(T):
+        gi = gx[:, t] if bias is None else gx[:, t] + bias
+        z = gi + h @ w_hh.T                                            # (B, 4H)
+        i, f = _sigmoid(z[:, 0:H]), _sigmoid(z[:, H:2 * H])
+        g, o = np.tanh(z[:, 2 * H:3 * H]), _sigmoid(z[:, 3 * H:4 * H])
+        c = f * c + i * g                                              # c_t
+        h = o * np.tanh(c)                                             # h_t
+        gates[:, t] = np.concatenate([i, f, g, o], axis=1)
+        out[:, t], cs[:, t] = h, c
+    return out, gates, cs
+
+
+def lstm_sequence_backward_reference(w_hh, gates, cs, c0, dout, dhT, dcT):
+    """BPTT of :func:`lstm_sequence_forward_reference`.
+
+    dout (B, T, H) or None (zeros), dhT, dcT (B, H): gradients of the outputs
+    and of the final state.  Returns dz (B, T, 4H), the gradient of the gates'
+    pre-activations z_t, dh0, dc0 (B, H), and db (4H,) = sum of dz over batch and time.
+    """
+    B, T, G = gates.shape
+    H = G // 4
+    dz = np.empty_like(gates)
+    dh, dc = dhT, dcT
+    for t in reversed(range(T)):
+        if dout is not None:
+            dh = dh + dout[:, t]                       # h_t feeds out_t and step t+1
+        i, f, g, o = (gates[:, t, k * H:(k + 1) * H] for k in range(4))
+        c_prev = cs[:, t - 1] if t > 0 else c0
+        tc = np.tanh(cs[:, t])
+        # h_t = o tanh(c_t);  c_t = f c_{t-1} + i g
+        do = dh * tc
+        dc = dc + dh * o * (1 - tc * tc)
+        df, di, dg = dc * c_prev, dc * g, dc * i
+        dc = dc * f                                    # dL/dc_{t-1}
+        dz[:, t] = np.concatenate([di * i * (1 - i), df * f * (1 - f),
+                                   dg * (1 - g * g), do * o * (1 - o)], axis=1)
+        dh = dz[:, t] @ w_hh                           # dL/dh_{t-1}
+    return dz, dh, dc, dz.sum(axis=(0, 1))
+
+
+def gru_sequence_forward_reference(gx, w_hh, b_hn, h0, b_i=None):
+    """GRU over T steps, gates r, z, n.
+
+    gx (B, T, 3H) = x W_ih^T,  w_hh (3H, H),  b_hn (H,) or None,  h0 (B, H),
+    b_i (3H,) = b_ih + [b_hr, b_hz, 0] or None.
+    Returns out (B, T, H) (h_t) and gates (B, T, 4H): r, z, n and gh_n = h_{t-1} W_hn^T + b_hn.
+    """
+    B, T, G = gx.shape
+    H = G // 3
+    out, gates = np.empty((B, T, H), gx.dtype), np.empty((B, T, 4 * H), gx.dtype)
+    h = h0
+    for t in range(T):
+        gi = gx[:, t] if b_i is None else gx[:, t] + b_i               # (B, 3H)
+        gh = h @ w_hh.T                                                # (B, 3H)
+        r = _sigmoid(gi[:, 0:H] + gh[:, 0:H])
+        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        ghn = gh[:, 2 * H:] if b_hn is None else gh[:, 2 * H:] + b_hn
+        n = np.tanh(gi[:, 2 * H:] + r * ghn)
+        h = (1 - z) * n + z * h                                        # h_t
+        gates[:, t] = np.concatenate([r, z, n, ghn], axis=1)
+        out[:, t] = h
+    return out, gates
+
+
+def gru_sequence_backward_reference(w_hh, gates, hprev, dout, dhT):
+    """BPTT of :func:`gru_sequence_forward_reference`.
+
+    hprev (B, T, H): h_{t-1} of each step (h0 first); dout (B, T, H) or None; dhT (B, H).
+    Returns dgi, dgh (B, T, 3H), the gradients of x W_ih^T + b_ih and of
+    h W_hh^T + b_hh at each step, dh0 (B, H), and dbi, dbh (3H,), the sums of
+    dgi and dgh over batch and time.
+    """
+    B, T, G = gates.shape
+    H = G // 4
+    dgi = np.empty((B, T, 3 * H), gates.dtype)
+    dgh = np.empty((B, T, 3 * H), gates.dtype)
+    dh = dhT
+    for t in reversed(range(T)):
+        if dout is not None:
+            dh = dh + dout[:, t]
+        r, z, n, ghn = (gates[:, t, k * H:(k + 1) * H] for k in range(4))
+        h = hprev[:, t]
+        # h_t = (1 - z) n + z h_{t-1};  n = tanh(gi_n + r gh_n);  r, z = sigmoid(.)
+        dn, dzg, dh_direct = dh * (1 - z), dh * (h - n), dh * z
+        dan = dn * (1 - n * n)
+        dar = dan * ghn * r * (1 - r)
+        daz = dzg * z * (1 - z)
+        dgi[:, t] = np.concatenate([dar, daz, dan], axis=1)
+        dgh[:, t] = np.concatenate([dar, daz, dan * r], axis=1)
+        dh = dgh[:, t] @ w_hh + dh_direct                # dL/dh_{t-1}
+    return dgi, dgh, dh, dgi.sum(axis=(0, 1)), dgh.sum(axis=(0, 1))
+
+
+def _check_recurrent(kernel, G, w_hh, named, dtype=None):
+    """Checks shared by the sequence kernels: one float dtype, w_hh (G*H, H), and
+    each named array of the given shape (None allowed where the shape is None-able).
+    named: (label, array or None, shape, may_be_none).  Returns (dtype, H)."""
+    present = [("w_hh", w_hh)] + [(l, a) for l, a, _, _ in named if a is not None]
+    dtype = _check_float("arrays", kernel, *present)
+    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise ValueError("%s: w_hh must have shape (%d*H, H) with H >= 1, got %s"
+                         % (kernel, G, w_hh.shape))
+    for label, a, shape, may_be_none in named:
+        if a is None:
+            if not may_be_none:
+                raise TypeError("%s: %s must be an array, not None" % (kernel, label))
+            continue
+        if a.shape != tuple(shape):
+            raise ValueError("%s: %s has shape %s, expected %s"
+                             % (kernel, label, a.shape, tuple(shape)))
+    return dtype, w_hh.shape[1]
+
+
+def _seq_dims(kernel, x, G, what):
+    if not isinstance(x, np.ndarray) or x.ndim != 3 or x.shape[2] % G:
+        raise ValueError("%s: %s must be a 3-D array (B, T, %d*H), got %s"
+                         % (kernel, what, G, getattr(x, "shape", type(x).__name__)))
+    B, T, _ = x.shape
+    _check_dims(kernel, B=B, T=T, size=x.size)
+    return B, T
+
+
+def _opt_ptr(k, x):
+    return _ffi.NULL if x is None else _ptr(k, _c(x))
+
+
+def lstm_sequence_forward(gx, w_hh, h0, c0, bias=None):
+    """C kernel of :func:`lstm_sequence_forward_reference` -> (out, gates, cs)."""
+    kernel = "lstm_sequence_forward"
+    B, T = _seq_dims(kernel, gx, 4, "gx")
+    H = gx.shape[2] // 4
+    dtype, _ = _check_recurrent(kernel, 4, w_hh, [("gx", gx, (B, T, 4 * H), False),
+                                                  ("h0", h0, (B, H), False),
+                                                  ("c0", c0, (B, H), False),
+                                                  ("bias", bias, (4 * H,), True)])
+    if _BACKEND == "numpy" or B == 0 or T == 0:
+        return lstm_sequence_forward_reference(gx, w_hh, h0, c0, bias)
+    out, cs = np.empty((B, T, H), dtype), np.empty((B, T, H), dtype)
+    gates = np.empty((B, T, 4 * H), dtype)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("lstm_seq_fwd", dtype)(
+        B, T, H, _ptr(k, _c(gx)), _opt_ptr(k, bias), _ptr(k, _c(w_hh)), _ptr(k, _c(h0)),
+        _ptr(k, _c(c0)),
+        _ptr(k, out), _ptr(k, gates), _ptr(k, cs), _NUM_THREADS))
+    return out, gates, cs
+
+
+def lstm_sequence_backward(w_hh, gates, cs, c0, dout, dhT, dcT):
+    """C kernel of :func:`lstm_sequence_backward_reference` -> (dz, dh0, dc0, db)."""
+    kernel = "lstm_sequence_backward"
+    B, T = _seq_dims(kernel, gates, 4, "gates")
+    H = gates.shape[2] // 4
+    dtype, _ = _check_recurrent(kernel, 4, w_hh, [
+        ("gates", gates, (B, T, 4 * H), False), ("cs", cs, (B, T, H), False),
+        ("c0", c0, (B, H), False), ("dout", dout, (B, T, H), True),
+        ("dhT", dhT, (B, H), False), ("dcT", dcT, (B, H), False)])
+    if _BACKEND == "numpy" or B == 0 or T == 0:
+        return lstm_sequence_backward_reference(w_hh, gates, cs, c0, dout, dhT, dcT)
+    dz = np.empty((B, T, 4 * H), dtype)
+    dh0, dc0 = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    db = np.empty(4 * H, dtype)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("lstm_seq_bwd", dtype)(
+        B, T, H, _ptr(k, _c(w_hh)), _ptr(k, _c(gates)), _ptr(k, _c(cs)), _ptr(k, _c(c0)),
+        _opt_ptr(k, dout), _ptr(k, _c(dhT)), _ptr(k, _c(dcT)), _ptr(k, dz), _ptr(k, dh0),
+        _ptr(k, dc0), _ptr(k, db), _NUM_THREADS))
+    return dz, dh0, dc0, db
+
+
+def gru_sequence_forward(gx, w_hh, b_hn, h0, b_i=None):
+    """C kernel of :func:`gru_sequence_forward_reference` -> (out, gates)."""
+    kernel = "gru_sequence_forward"
+    B, T = _seq_dims(kernel, gx, 3, "gx")
+    H = gx.shape[2] // 3
+    dtype, _ = _check_recurrent(kernel, 3, w_hh, [("gx", gx, (B, T, 3 * H), False),
+                                                  ("b_hn", b_hn, (H,), True),
+                                                  ("h0", h0, (B, H), False),
+                                                  ("b_i", b_i, (3 * H,), True)])
+    if _BACKEND == "numpy" or B == 0 or T == 0:
+        return gru_sequence_forward_reference(gx, w_hh, b_hn, h0, b_i)
+    out, gates = np.empty((B, T, H), dtype), np.empty((B, T, 4 * H), dtype)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("gru_seq_fwd", dtype)(
+        B, T, H, _ptr(k, _c(gx)), _opt_ptr(k, b_i), _ptr(k, _c(w_hh)), _opt_ptr(k, b_hn),
+        _ptr(k, _c(h0)),
+        _ptr(k, out), _ptr(k, gates), _NUM_THREADS))
+    return out, gates
+
+
+def gru_sequence_backward(w_hh, gates, hprev, dout, dhT):
+    """C kernel of :func:`gru_sequence_backward_reference` -> (dgi, dgh, dh0, dbi, dbh)."""
+    kernel = "gru_sequence_backward"
+    B, T = _seq_dims(kernel, gates, 4, "gates")
+    H = gates.shape[2] // 4
+    dtype, _ = _check_recurrent(kernel, 3, w_hh, [
+        ("gates", gates, (B, T, 4 * H), False), ("hprev", hprev, (B, T, H), False),
+        ("dout", dout, (B, T, H), True), ("dhT", dhT, (B, H), False)])
+    if _BACKEND == "numpy" or B == 0 or T == 0:
+        return gru_sequence_backward_reference(w_hh, gates, hprev, dout, dhT)
+    dgi, dgh = np.empty((B, T, 3 * H), dtype), np.empty((B, T, 3 * H), dtype)
+    dh0, dbi, dbh = np.empty((B, H), dtype), np.empty(3 * H, dtype), np.empty(3 * H, dtype)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("gru_seq_bwd", dtype)(
+        B, T, H, _ptr(k, _c(w_hh)), _ptr(k, _c(gates)), _ptr(k, _c(hprev)), _opt_ptr(k, dout),
+        _ptr(k, _c(dhT)), _ptr(k, dgi), _ptr(k, dgh), _ptr(k, dh0), _ptr(k, dbi), _ptr(k, dbh),
+        _NUM_THREADS))
+    return dgi, dgh, dh0, dbi, dbh

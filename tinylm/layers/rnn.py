@@ -33,6 +33,12 @@ gradients of all steps add up, because every step uses the same weights.
 The layer returns the gradient of the initial state too, so truncated BPTT
 can hand the final state of one chunk to the next (``h0 = hT``) and the
 gradient stops there.
+
+The sequence layers' forward/backward below are that loop, step by step: the
+readable specification.  With the C backend, LSTM and GRU layers run the same
+computation faster (``_forward_sequence`` / ``_backward_sequence``: the whole
+time loop in one C call, see kernels.lstm_sequence_forward); the numbers agree
+to rounding (tests/test_rnn_sequence_fast_path.py).
 """
 
 import math
@@ -396,6 +402,8 @@ class _Recurrent(Layer):
     @checked(x=Float(ndim=3, layout="batch, time, features", last="input_size"), state=_State())
     def forward(self, x, state=None):
         """x: (B, T, I), state: initial state or None -> (out (B, T, H), final state)."""
+        if self._fast_path(x):
+            return self._forward_sequence(x, state)     # the same numbers, whole sequence in C
         cell = self.layers["cell"]
         B, T, _ = x.shape
         out = np.empty((B, T, self.hidden_size), x.dtype)
@@ -414,6 +422,8 @@ class _Recurrent(Layer):
         Returns (dx (B, T, I), dstate_initial) - the initial state's gradient
         in the same form as the state.
         """
+        if isinstance(self._cache[0], _SequenceCache):
+            return self._backward_sequence(*dout)       # the forward took the fast path
         cell = self.layers["cell"]
         caches, B, T = self._cache
         dout, dstate = dout             # dL/dout (B, T, H) or None; dL/d(final state), a tuple
@@ -432,6 +442,81 @@ class _Recurrent(Layer):
 
     def initial_state(self, batch_size):
         return self.layers["cell"]._public(self.layers["cell"].initial_state(batch_size))
+
+    # -- the fast path: the whole sequence in one C call per direction --------
+    # forward/backward above are the readable spec: one cell step at a time.
+    # With the C backend an LSTM or GRU layer instead does the input
+    # projection of all T steps as one matmul, the time loop in one kernel
+    # call (kernels.lstm_sequence_forward, ...: W_hh packed once, the gate math
+    # fused), and the weight gradients after BPTT as one matmul each.  The
+    # numbers are the per-step path's (tests/test_rnn_sequence_fast_path.py).
+
+    use_fast_path = True        # set False (class or instance) to force the per-step loop
+
+    def _fast_path(self, x):
+        # only the library's own cells: a subclass may change step/step_backward
+        cell = self.layers["cell"]
+        return (self.use_fast_path and kernels.get_backend() == "c"
+                and type(cell) in (LSTMCell, GRUCell) and x.shape[0] > 0 and x.shape[1] > 0)
+
+    def _forward_sequence(self, x, state):
+        cell = self.layers["cell"]
+        p, H = cell.params, self.hidden_size
+        B, T, I = x.shape
+        x2 = np.ascontiguousarray(x).reshape(B * T, I)
+        gx = kernels.matmul(x2, p["weight_ih"], trans_b=True)        # (B*T, G*H) for all t
+        h0 = state[0]
+        if isinstance(cell, LSTMCell):
+            bias = p["bias_ih"] + p["bias_hh"] if cell.use_bias else None
+            out, gates, cs = kernels.lstm_sequence_forward(gx.reshape(B, T, 4 * H),
+                                                           p["weight_hh"], h0, state[1], bias)
+            saved, final = (gates, cs, state[1]), (out[:, -1].copy(), cs[:, -1].copy())
+        else:
+            b_i = b_hn = None
+            if cell.use_bias:          # b_hr, b_hz add to the input side; b_hn is inside r * (.)
+                b_i = p["bias_ih"].copy()
+                b_i[:2 * H] += p["bias_hh"][:2 * H]
+                b_hn = p["bias_hh"][2 * H:]
+            out, gates = kernels.gru_sequence_forward(gx.reshape(B, T, 3 * H),
+                                                      p["weight_hh"], b_hn, h0, b_i)
+            saved, final = (gates,), (out[:, -1].copy(),)
+        hprev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)   # h_{t-1} (B, T, H)
+        self._cache = (_SequenceCache(x2, hprev, saved), B, T)
+        return out, cell._public(final)
+
+    def _backward_sequence(self, dout, dstate):
+        cell = self.layers["cell"]
+        p, H = cell.params, self.hidden_size
+        cache, B, T = self._cache
+        if isinstance(cell, LSTMCell):
+            gates, cs, c0 = cache.saved
+            dz, dh0, dc0, db = kernels.lstm_sequence_backward(p["weight_hh"], gates, cs, c0,
+                                                              dout, dstate[0], dstate[1])
+            dgi = dgh = dz.reshape(B * T, 4 * H)
+            dbi = dbh = db
+            dinitial = (dh0, dc0)
+        else:
+            dgi, dgh, dh0, dbi, dbh = kernels.gru_sequence_backward(
+                p["weight_hh"], cache.saved[0], cache.hprev, dout, dstate[0])
+            dgi, dgh = dgi.reshape(B * T, 3 * H), dgh.reshape(B * T, 3 * H)
+            dinitial = (dh0,)
+        g = cell.grads                   # the weight gradients of all the steps: one matmul each
+        kernels.matmul(dgi, cache.x, trans_a=True, out=g["weight_ih"], accumulate=True)
+        kernels.matmul(dgh, cache.hprev.reshape(B * T, H), trans_a=True, out=g["weight_hh"],
+                       accumulate=True)
+        if cell.use_bias:
+            g["bias_ih"] += dbi
+            g["bias_hh"] += dbh
+        dx = kernels.matmul(dgi, p["weight_ih"]).reshape(B, T, self.input_size)
+        return dx, cell._public(dinitial)
+
+
+class _SequenceCache:
+    """What the fast path's backward needs: x (B*T, I), h_{t-1} (B, T, H), and the
+    kernel's saved arrays (LSTM: gates, cs, c0; GRU: gates)."""
+
+    def __init__(self, x, hprev, saved):
+        self.x, self.hprev, self.saved = x, hprev, saved
 
 
 class _Stacked(_Recurrent):
