@@ -1236,3 +1236,66 @@ def gru_sequence_backward(w_hh, gates, hprev, dout, dhT):
         _ptr(k, _c(dhT)), _ptr(k, dgi), _ptr(k, dgh), _ptr(k, dh0), _ptr(k, dbi), _ptr(k, dbh),
         _NUM_THREADS))
     return dgi, dgh, dh0, dbi, dbh
+
+
+# --------------------------------------------------------------------------
+# Transformer glue (csrc/fused.inc): a Linear layer's bias gradient and the
+# multi-head split/merge copy.  NumPy references first, they are the spec.
+# --------------------------------------------------------------------------
+
+def add_column_sums_reference(x, out):
+    """out += the sum over rows of x, in place: x (..., m), out (m,)
+    (a Linear bias gradient, db += sum_rows dy)."""
+    out += x.reshape(-1, out.shape[0]).sum(axis=0)
+
+
+def add_column_sums(x, out):
+    """C kernel of :func:`add_column_sums_reference` (each column summed in row order)."""
+    kernel = "add_column_sums"
+    dtype = _check_float("x/out", kernel, ("x", x), ("out", out))
+    if out.ndim != 1 or x.ndim < 1 or x.shape[-1] != out.shape[0]:
+        raise ValueError("%s: x (..., m) and out (m,) expected, got %s and %s"
+                         % (kernel, x.shape, out.shape))
+    if not out.flags.writeable:
+        raise ValueError("%s: out must be writable" % kernel)
+    m = out.shape[0]
+    _check_dims(kernel, rows=x.size // max(m, 1), m=m)
+    strided = not (out.flags.c_contiguous and out.flags.aligned)
+    if _BACKEND == "numpy" or x.size == 0 or strided:       # (the spec works on any strides)
+        add_column_sums_reference(x, out)
+        return out
+    x = _c(x)
+    k = _kind(dtype)
+    _raise_status(kernel, _fused_fn("add_column_sums", dtype)(
+        x.size // m, m, _ptr(k, x), _ptr(k, out), _NUM_THREADS))
+    return out
+
+
+def swap_axes12_reference(x):
+    """x (A, B, C, D) -> a C-contiguous copy of shape (A, C, B, D): axes 1 and 2 swapped
+    ((B, T, H, dh) <-> (B, H, T, dh), the multi-head split and merge)."""
+    return np.ascontiguousarray(np.swapaxes(x, 1, 2))
+
+
+def swap_axes12(x):
+    """C kernel of :func:`swap_axes12_reference`; x may be any 4-D view whose last axis
+    is contiguous (e.g. a reshape of a contiguous (B, T, H*dh) array): not copied first."""
+    kernel = "swap_axes12"
+    dtype = _check_float("x", kernel, ("x", x))
+    if x.ndim != 4:
+        raise ValueError("%s: x must be 4-D (A, B, C, D), got shape %s" % (kernel, x.shape))
+    A, B, C, D = x.shape
+    _check_dims(kernel, A=A, B=B, C=C, D=D)
+    if _BACKEND == "numpy" or x.size == 0:
+        return swap_axes12_reference(x)
+    item = x.itemsize
+    if (not x.flags.aligned or (D > 1 and x.strides[3] != item)
+            or any(s < 0 or s % item for s in x.strides[:3])):
+        x = _c(x)                                  # the kernel reads rows of D elements
+    out = np.empty((A, C, B, D), dtype)
+    k = _kind(dtype)
+    src = _ffi.cast(k, x.ctypes.data)             # a strided view: no buffer protocol
+    sa, sb, sc = (s // item for s in x.strides[:3])
+    _raise_status(kernel, _fused_fn("swap_axes12", dtype)(
+        A, B, C, D, sa, sb, sc, src, _ptr(k, out), _NUM_THREADS))
+    return out

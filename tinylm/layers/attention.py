@@ -224,15 +224,15 @@ class MultiHeadAttention(Layer):
         self.add_layer("attn", ScaledDotProductAttention(causal=causal))
 
     def split_heads(self, t):
-        """(B, T, D) -> (B, H, T, dh), contiguous."""
+        """(B, T, D) -> (B, H, T, dh), contiguous: t.reshape(B, T, H, dh).transpose(0, 2, 1, 3)
+        copied (kernels.swap_axes12, whose spec is that NumPy line)."""
         B, T, _ = t.shape
-        return np.ascontiguousarray(t.reshape(B, T, self.num_heads, self.head_dim)
-                                    .transpose(0, 2, 1, 3))
+        return kernels.swap_axes12(t.reshape(B, T, self.num_heads, self.head_dim))
 
     def merge_heads(self, t):
-        """(B, H, T, dh) -> (B, T, D), contiguous."""
+        """(B, H, T, dh) -> (B, T, D), contiguous: t.transpose(0, 2, 1, 3) copied, reshaped."""
         B, H, T, dh = t.shape
-        return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, H * dh)
+        return kernels.swap_axes12(t).reshape(B, T, H * dh)
 
     @checked(x=Float(ndim=3, layout="batch, time, d_model", last="d_model"),
              memory=Float(ndim=3, layout="batch, time, d_model", last="d_model", optional=True),

@@ -82,9 +82,9 @@ class Linear(Layer):
         dy2 = np.ascontiguousarray(dy.reshape(-1, self.out_features))   # (N, out)
         # forward: y2 = x2 W^T      ->  dW += dy2^T x2   (out, in), no temporary
         kernels.matmul(dy2, x2, trans_a=True, out=self.grads["weight"], accumulate=True)
-        # forward: y2 += b          ->  db += sum_rows(dy2)   (out,)
+        # forward: y2 += b          ->  db += sum_rows(dy2)   (out,), no temporary
         if self.use_bias:
-            self.grads["bias"] += dy2.sum(axis=0)
+            kernels.add_column_sums(dy2, self.grads["bias"])        # += dy2.sum(axis=0)
         # forward: y2 = x2 W^T      ->  dx2 = dy2 W   (N, in)
         dx2 = kernels.matmul(dy2, W)
         ### END SOLUTION
