@@ -32,7 +32,9 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the tinylm to profile: this checkout's, or another's with TINYLM_ROOT=/path/to/checkout
+sys.path.insert(0, os.environ.get("TINYLM_ROOT",
+                                  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import workloads  # noqa: E402
 
@@ -144,6 +146,7 @@ def main():
         step()
     prof.on = False
     total = sum(prof.total.values())
+    print("tinylm from %s" % os.path.dirname(os.path.dirname(K.__file__)))
     print("%s, backend %s, %d threads: %.1f ms/step, %.2f cores busy on average "
           "(%d steps; machine shared: compare shares)"
           % (args.case, K.get_backend(), K.get_num_threads() or os.cpu_count(), ms,
