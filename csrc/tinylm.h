@@ -160,13 +160,15 @@ int tl_gru_seq_bwd_f64(int64_t B, int64_t T, int64_t H, const double *w_hh,
 /* Transformer glue (csrc/fused.inc; the NumPy specifications are add_column_sums_reference
  * and swap_axes12_reference in kernels.py).
  * add_column_sums: out (m) += the sums over the n rows of x (n, m), C-contiguous.
- * swap_axes12: dst (A, C, B, D) contiguous = src viewed as (A, B, C, D) with element strides
- *   sa, sb, sc and 1 (the last axis contiguous). */
+ * swap_axes12: dst viewed as (A, C, B, D) with element strides da, dc, db, 1 = src viewed as
+ *   (A, B, C, D) with element strides sa, sb, sc, 1 (last axes contiguous; no overlap). */
 int tl_add_column_sums_f32(int64_t n, int64_t m, const float *x, float *out, int nthreads);
 int tl_add_column_sums_f64(int64_t n, int64_t m, const double *x, double *out, int nthreads);
 int tl_swap_axes12_f32(int64_t A, int64_t B, int64_t C, int64_t D, int64_t sa, int64_t sb,
-                       int64_t sc, const float *src, float *dst, int nthreads);
+                       int64_t sc, const float *src, int64_t da, int64_t dc, int64_t db,
+                       float *dst, int nthreads);
 int tl_swap_axes12_f64(int64_t A, int64_t B, int64_t C, int64_t D, int64_t sa, int64_t sb,
-                       int64_t sc, const double *src, double *dst, int nthreads);
+                       int64_t sc, const double *src, int64_t da, int64_t dc, int64_t db,
+                       double *dst, int nthreads);
 
 #endif

@@ -78,9 +78,14 @@ def test_swap_axes12_matches_reference(shape, view, dtype, seed):
         x = rng.standard_normal((A, B, C * D)).astype(dtype).reshape(A, B, C, D)
     with K.backend("c"):
         got = K.swap_axes12(x)
+        # into a strided out: every third (A, C, B, D) block of an (A, C, 3, B, D) array
+        big = np.full((A, C, 3, B, D), 7.0, dtype)
+        assert K.swap_axes12(x, out=big[:, :, 1].transpose(0, 1, 2, 3)) is not None
     want = K.swap_axes12_reference(x)
     assert got.dtype == dtype and got.flags.c_contiguous
     np.testing.assert_array_equal(got, want)                    # a copy: exact
+    np.testing.assert_array_equal(big[:, :, 1], want)
+    assert (big[:, :, [0, 2]] == 7).all()                        # nothing else written
 
 
 def test_glue_kernels_refuse_bad_input():
@@ -90,6 +95,11 @@ def test_glue_kernels_refuse_bad_input():
         K.swap_axes12(np.zeros((1, 2, 3, 4), np.int32))
     with pytest.raises(ValueError, match=r"x \(\.\.\., m\) and out \(m,\)"):
         K.add_column_sums(np.zeros((3, 4)), np.zeros(5))
+    with pytest.raises(ValueError, match="out must be a float64 array of shape"):
+        K.swap_axes12(np.zeros((1, 2, 3, 4)), out=np.zeros((1, 2, 3, 4)))
+    x = np.zeros((1, 2, 2, 4))
+    with pytest.raises(ValueError, match="must not overlap"):
+        K.swap_axes12(x, out=x)
     with pytest.raises(TypeError, match="share one dtype"):
         K.add_column_sums(np.zeros((3, 4), np.float32), np.zeros(4))
 

@@ -1271,31 +1271,52 @@ def add_column_sums(x, out):
     return out
 
 
-def swap_axes12_reference(x):
+def swap_axes12_reference(x, out=None):
     """x (A, B, C, D) -> a C-contiguous copy of shape (A, C, B, D): axes 1 and 2 swapped
-    ((B, T, H, dh) <-> (B, H, T, dh), the multi-head split and merge)."""
-    return np.ascontiguousarray(np.swapaxes(x, 1, 2))
+    ((B, T, H, dh) <-> (B, H, T, dh), the multi-head split and merge); with ``out``
+    (A, C, B, D), written there instead and returned."""
+    if out is None:
+        return np.ascontiguousarray(np.swapaxes(x, 1, 2))
+    out[...] = np.swapaxes(x, 1, 2)
+    return out
 
 
-def swap_axes12(x):
-    """C kernel of :func:`swap_axes12_reference`; x may be any 4-D view whose last axis
-    is contiguous (e.g. a reshape of a contiguous (B, T, H*dh) array): not copied first."""
+def _rows_view_ok(x):
+    """x's last axis contiguous, its other strides whole non-negative elements, aligned."""
+    item = x.itemsize
+    return (x.flags.aligned and (x.shape[-1] <= 1 or x.strides[-1] == item)
+            and all(s >= 0 and s % item == 0 for s in x.strides[:-1]))
+
+
+def swap_axes12(x, out=None):
+    """C kernel of :func:`swap_axes12_reference`.  x and out may be any 4-D views whose
+    last axis is contiguous (e.g. a reshape of a contiguous (B, T, H*dh) array, or
+    every third (B, T, H, dh) block of a (B, T, 3, H, dh) one): nothing is copied first."""
     kernel = "swap_axes12"
     dtype = _check_float("x", kernel, ("x", x))
     if x.ndim != 4:
         raise ValueError("%s: x must be 4-D (A, B, C, D), got shape %s" % (kernel, x.shape))
     A, B, C, D = x.shape
     _check_dims(kernel, A=A, B=B, C=C, D=D)
-    if _BACKEND == "numpy" or x.size == 0:
-        return swap_axes12_reference(x)
-    item = x.itemsize
-    if (not x.flags.aligned or (D > 1 and x.strides[3] != item)
-            or any(s < 0 or s % item for s in x.strides[:3])):
+    if out is not None:
+        if not isinstance(out, np.ndarray) or out.shape != (A, C, B, D) or out.dtype != dtype:
+            raise ValueError("%s: out must be a %s array of shape %s, got %s"
+                             % (kernel, dtype, (A, C, B, D),
+                                getattr(out, "shape", type(out).__name__)))
+        if not out.flags.writeable or np.may_share_memory(out, x):
+            raise ValueError("%s: out must be writable and must not overlap x" % kernel)
+    if (_BACKEND == "numpy" or x.size == 0
+            or (out is not None and not _rows_view_ok(out))):
+        return swap_axes12_reference(x, out)
+    if not _rows_view_ok(x):
         x = _c(x)                                  # the kernel reads rows of D elements
-    out = np.empty((A, C, B, D), dtype)
-    k = _kind(dtype)
-    src = _ffi.cast(k, x.ctypes.data)             # a strided view: no buffer protocol
+    if out is None:
+        out = np.empty((A, C, B, D), dtype)
+    k, item = _kind(dtype), x.itemsize
     sa, sb, sc = (s // item for s in x.strides[:3])
+    da, dc, db = (s // item for s in out.strides[:3])
+    # strided views: ffi.from_buffer wants a contiguous buffer, so pass the addresses
     _raise_status(kernel, _fused_fn("swap_axes12", dtype)(
-        A, B, C, D, sa, sb, sc, src, _ptr(k, out), _NUM_THREADS))
+        A, B, C, D, sa, sb, sc, _ffi.cast(k, x.ctypes.data), da, dc, db,
+        _ffi.cast(k, out.ctypes.data), _NUM_THREADS))
     return out
