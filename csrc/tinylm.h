@@ -171,4 +171,23 @@ int tl_swap_axes12_f64(int64_t A, int64_t B, int64_t C, int64_t D, int64_t sa, i
                        int64_t sc, const double *src, int64_t da, int64_t dc, int64_t db,
                        double *dst, int nthreads);
 
+/* The optimizer over nbuf buffers of sizes[k] elements in one call (csrc/fused.inc; the
+ * NumPy specifications are sum_of_squares_reference, scale_reference and
+ * adam_update_multi_reference in kernels.py).  *out = sum of x_k[i]^2 in double;
+ * x_k *= scale; tl_adam on every buffer. */
+int tl_sum_squares_multi_f32(int64_t nbuf, const int64_t *sizes, const float *const *x,
+                             double *out);
+int tl_sum_squares_multi_f64(int64_t nbuf, const int64_t *sizes, const double *const *x,
+                             double *out);
+int tl_scale_multi_f32(int64_t nbuf, const int64_t *sizes, float *const *x, double scale);
+int tl_scale_multi_f64(int64_t nbuf, const int64_t *sizes, double *const *x, double scale);
+int tl_adam_multi_f32(int64_t nbuf, const int64_t *sizes, float *const *p, float *const *g,
+                      float *const *m, float *const *v, double lr, double b1, double b2,
+                      double eps, double wd, int decoupled, double grad_scale, int64_t t,
+                      int nthreads);
+int tl_adam_multi_f64(int64_t nbuf, const int64_t *sizes, double *const *p, double *const *g,
+                      double *const *m, double *const *v, double lr, double b1, double b2,
+                      double eps, double wd, int decoupled, double grad_scale, int64_t t,
+                      int nthreads);
+
 #endif

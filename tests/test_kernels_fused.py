@@ -254,3 +254,75 @@ def test_numpy_backend_runs_the_reference():
 def test_bad_input_is_refused(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --------------------------------------------------------------------------
+# 4. The optimizer over a list of buffers (sum of squares, scaling, Adam/AdamW)
+# --------------------------------------------------------------------------
+
+def _buffers(rng, sizes, dtype, strided=False):
+    out = []
+    for n in sizes:
+        if strided:
+            out.append(rng.standard_normal(2 * n).astype(dtype)[::2])
+        else:
+            out.append(rng.standard_normal(n).astype(dtype).reshape(-1, 1) if n % 2 else
+                       rng.standard_normal(n).astype(dtype))
+    return out
+
+
+@needs_c
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=6), dtype=DTYPES,
+       strided=st.booleans(), seed=st.integers(0, 2**31))
+def test_sum_of_squares_and_scale_match_reference(sizes, dtype, strided, seed):
+    rng = np.random.default_rng(seed)
+    xs = _buffers(rng, sizes, dtype, strided)
+    want = K.sum_of_squares_reference(xs)
+    with K.backend("c"):
+        got = K.sum_of_squares(xs)
+    assert isinstance(got, float)
+    assert abs(got - want) <= 1e-13 * max(want, 1.0)                 # both in float64
+    ys, ref = [x.copy() for x in xs], [x.copy() for x in xs]
+    with K.backend("c"):
+        K.scale_arrays(ys, 0.37)
+    K.scale_arrays_reference(ref, 0.37)
+    for a, b in zip(ys, ref):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)                           # one rounding each
+
+
+@needs_c
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=5), dtype=DTYPES,
+       decoupled=st.booleans(), wd=st.sampled_from([0.0, 0.1]), scale=st.sampled_from([1.0, 0.3]),
+       strided=st.booleans(), seed=st.integers(0, 2**31))
+def test_adam_update_multi_matches_reference(sizes, dtype, decoupled, wd, scale, strided, seed):
+    rng = np.random.default_rng(seed)
+    ps = _buffers(rng, sizes, dtype, strided)
+    gs = [rng.standard_normal(p.shape).astype(dtype) for p in ps]
+    ms = [np.zeros_like(p) for p in ps]
+    vs = [np.zeros_like(p) for p in ps]
+    ref = [[x.copy() for x in xs] for xs in (ps, ms, vs)]
+    for step in (1, 2, 3):
+        with K.backend("c"):
+            K.adam_update_multi(ps, gs, ms, vs, step, lr=1e-2, weight_decay=wd,
+                                decoupled=decoupled, grad_scale=scale)
+        K.adam_update_multi_reference(*ref[:1], gs, *ref[1:], step, lr=1e-2, weight_decay=wd,
+                                      decoupled=decoupled, grad_scale=scale)
+    for got, want in zip((ps, ms, vs), ref):
+        for a, b in zip(got, want):
+            assert a.dtype == dtype
+            assert_close(a, b, 8, "adam multi")
+
+
+def test_optimizer_kernels_refuse_bad_input_and_fall_back():
+    with pytest.raises(ValueError, match="expected as many of each"):
+        K.adam_update_multi([np.zeros(3)], [], [np.zeros(3)], [np.zeros(3)], 1)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        K.adam_update_multi([np.zeros(3)], [np.zeros(3)], [np.zeros(3)], [np.zeros(3)], 0)
+    with pytest.raises(ValueError, match="g has shape"):
+        K.adam_update_multi([np.zeros(3)], [np.zeros(4)], [np.zeros(3)], [np.zeros(3)], 1)
+    # mixed dtypes: one call per buffer, the same numbers
+    xs = [np.ones(3, np.float32), np.ones(2)]
+    assert K.sum_of_squares(xs) == 5.0
+    K.scale_arrays(xs, 2.0)
+    assert [x.tolist() for x in xs] == [[2.0] * 3, [2.0] * 2]

@@ -1320,3 +1320,104 @@ def swap_axes12(x, out=None):
         A, B, C, D, sa, sb, sc, _ffi.cast(k, x.ctypes.data), da, dc, db,
         _ffi.cast(k, out.ctypes.data), _NUM_THREADS))
     return out
+
+
+# --------------------------------------------------------------------------
+# The optimizer over all the parameters in one call per step (csrc/fused.inc):
+# the gradient norm, its clipping and the Adam/AdamW update, each over a list
+# of buffers (PyTorch's "foreach" optimizers).  One C call instead of one
+# NumPy call (or several) per parameter array.
+# --------------------------------------------------------------------------
+
+def sum_of_squares_reference(arrays):
+    """sum over the arrays of sum(x^2), accumulated in float64 -> a Python float."""
+    return sum(float(np.sum(np.square(x, dtype=np.float64))) for x in arrays)
+
+
+def scale_arrays_reference(arrays, scale):
+    """x *= scale for every array, in place."""
+    for x in arrays:
+        x *= scale
+
+
+def adam_update_multi_reference(params, grads, ms, vs, step, lr=1e-3, betas=(0.9, 0.999),
+                                eps=1e-8, weight_decay=0.0, decoupled=True, grad_scale=1.0):
+    """:func:`adam_update_reference` on each (p, g, m, v), same hyper-parameters."""
+    for p, g, m, v in zip(params, grads, ms, vs):
+        adam_update_reference(p, g, m, v, step, lr, betas, eps, weight_decay, decoupled,
+                              grad_scale)
+
+
+def _buffers(arrays, writable):
+    """(dtype, sizes, pointers) for a list of buffers the C kernels can take as they are
+    (one float dtype, C-contiguous, aligned, writable if asked), else None."""
+    if not arrays:
+        return None
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    if dtype not in _FLOATS:
+        return None
+    for x in arrays:
+        if (not isinstance(x, np.ndarray) or x.dtype != dtype or not x.flags.c_contiguous
+                or not x.flags.aligned or (writable and not x.flags.writeable)):
+            return None
+    k = _kind(dtype)
+    return dtype, [x.size for x in arrays], _ffi.new(k.replace("*", "*[]"),
+                                                     [_ptr(k, x) for x in arrays])
+
+
+def _multi_fn(name, dtype):
+    return _fused_fn(name, dtype)
+
+
+def sum_of_squares(arrays):
+    """C kernel of :func:`sum_of_squares_reference` (arrays of one float dtype)."""
+    arrays = list(arrays)
+    if _BACKEND == "numpy":
+        return sum_of_squares_reference(arrays)
+    bufs = _buffers(arrays, writable=False)
+    if bufs is None:                              # mixed dtypes, strided views, ...
+        return sum_of_squares_reference(arrays)
+    dtype, sizes, ptrs = bufs
+    out = _ffi.new("double *")
+    _raise_status("sum_of_squares", _multi_fn("sum_squares_multi", dtype)(
+        len(arrays), _ffi.new("int64_t[]", sizes), ptrs, out))
+    return float(out[0])
+
+
+def scale_arrays(arrays, scale):
+    """C kernel of :func:`scale_arrays_reference`."""
+    arrays = list(arrays)
+    bufs = None if _BACKEND == "numpy" else _buffers(arrays, writable=True)
+    if bufs is None:
+        scale_arrays_reference(arrays, scale)
+        return
+    dtype, sizes, ptrs = bufs
+    _raise_status("scale_arrays", _multi_fn("scale_multi", dtype)(
+        len(arrays), _ffi.new("int64_t[]", sizes), ptrs, float(scale)))
+
+
+def adam_update_multi(params, grads, ms, vs, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                      weight_decay=0.0, decoupled=True, grad_scale=1.0):
+    """:func:`adam_update` on each (p, g, m, v) (same hyper-parameters), in one C call
+    when every buffer is a C-contiguous array of one dtype (else one call each)."""
+    kernel = "adam_update_multi"
+    params, grads, ms, vs = list(params), list(grads), list(ms), list(vs)
+    if not len(params) == len(grads) == len(ms) == len(vs):
+        raise ValueError("%s: %d params, %d grads, %d m and %d v buffers; expected as many of "
+                         "each" % (kernel, len(params), len(grads), len(ms), len(vs)))
+    if int(step) < 1:
+        raise ValueError("%s: step must be >= 1, got %r" % (kernel, step))
+    bufs = None
+    if _BACKEND == "c" and all(p.shape == g.shape == m.shape == v.shape
+                               for p, g, m, v in zip(params, grads, ms, vs)):
+        bufs = [_buffers(params, True), _buffers(grads, False), _buffers(ms, True),
+                _buffers(vs, True)]
+    if bufs is None or any(b is None for b in bufs) or len({b[0] for b in bufs}) > 1:
+        for p, g, m, v in zip(params, grads, ms, vs):        # checks each, any layout
+            adam_update(p, g, m, v, step, lr, betas, eps, weight_decay, decoupled, grad_scale)
+        return
+    dtype, sizes = bufs[0][0], bufs[0][1]
+    _raise_status(kernel, _multi_fn("adam_multi", dtype)(
+        len(params), _ffi.new("int64_t[]", sizes), bufs[0][2], bufs[1][2], bufs[2][2],
+        bufs[3][2], float(lr), float(betas[0]), float(betas[1]), float(eps),
+        float(weight_decay), int(bool(decoupled)), float(grad_scale), int(step), _NUM_THREADS))

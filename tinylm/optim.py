@@ -204,6 +204,15 @@ class Adam(Optimizer):
         kernels.adam_update(p, g, self.state["m"][i], self.state["v"][i], self.t, self.lr,
                             self.betas, self.eps, self.weight_decay, self.decoupled)
 
+    def step(self):
+        if type(self)._update is not Adam._update:       # a subclass's own rule: per parameter
+            return super().step()
+        # fast path: _update on every parameter in one C call (kernels.adam_update_multi)
+        self.t += 1
+        kernels.adam_update_multi([p for p, _ in self.params], [g for _, g in self.params],
+                                  self.state["m"], self.state["v"], self.t, self.lr,
+                                  self.betas, self.eps, self.weight_decay, self.decoupled)
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter)::
@@ -236,15 +245,15 @@ def clip_grad_norm(params, max_norm, error_if_nonfinite=False):
     if max_norm <= 0:
         raise ValueError("max_norm must be > 0, got %r" % (max_norm,))
     grads = [g for _, g in params]
-    total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    # sqrt(sum over grads of sum(g**2)), in float64 (one C call: kernels.sum_of_squares)
+    total = math.sqrt(kernels.sum_of_squares(grads))
     if not math.isfinite(total):
         if error_if_nonfinite:
             raise FloatingPointError("gradient norm is %r (NaN or inf in a gradient)" % total)
         return total
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
-        for g in grads:
-            g *= coef
+        kernels.scale_arrays(grads, coef)                  # g *= coef for every g
     return total
 
 
