@@ -121,6 +121,10 @@ class GELU(Layer):
     def forward(self, x):
         # tanh form: u = sqrt(2/pi)(x + k x^3), th = tanh(u), y = x/2 (1 + th)
         # exact form: cdf = Phi(x) = (1 + erf(x/sqrt2))/2, y = x cdf
+        if kernels.get_backend() == "c":
+            # fast path: the C backward recomputes th or cdf from x, so keep only x
+            self._cache = (x, None, None)
+            return kernels.gelu_forward(x, self.approximate)
         y, aux = kernels.gelu_forward(x, self.approximate, return_aux=True)
         th, cdf = (aux, None) if self.approximate == "tanh" else (None, aux)
         self._cache = (x, th, cdf)
@@ -129,8 +133,9 @@ class GELU(Layer):
     @checked(dy=Grad())
     def backward(self, dy):
         x, th, cdf = self._cache                       # th: approximate="tanh", cdf: exact
-        if kernels.get_backend() == "c":
-            # fast path: the lines below in one C pass (kernels.gelu_backward recomputes th)
+        if th is None and cdf is None:
+            # fast path (the forward ran it): the lines below in one C pass
+            # (kernels.gelu_backward recomputes th or cdf from x)
             return kernels.gelu_backward(dy, x, self.approximate)
         t = x.dtype.type
         ### BEGIN SOLUTION

@@ -166,13 +166,17 @@ class TransformerBlock(Layer):
         dmem = None
         if self.norm_first:
             # forward: y = x + drop2(ff(ln2(x)))  ->  dx = dy + ln2'(ff'(drop2'(dy)))
-            dx = dy + L["ln2"].backward(L["ff"].backward(L["drop2"].backward(dy)))
+            # (each "+" adds into the new array the branch returned: no temporary)
+            dx = L["ln2"].backward(L["ff"].backward(L["drop2"].backward(dy)))
+            dx += dy
             if self.has_cross:
                 # forward: x = x + drop(cross_attn(ln_cross(x), memory))
                 dq, dmem = L["cross_attn"].backward(L["drop_cross"].backward(dx))
                 dx = dx + L["ln_cross"].backward(dq)
             # forward: x = x + drop1(self_attn(ln1(x)))
-            dx = dx + L["ln1"].backward(L["self_attn"].backward(L["drop1"].backward(dx)))
+            dres = L["ln1"].backward(L["self_attn"].backward(L["drop1"].backward(dx)))
+            dres += dx
+            dx = dres
         else:
             # forward: y = ln2(x + drop2(ff(x)))  ->  ds = ln2'(dy), dx = ds + ff'(drop2'(ds))
             ds = L["ln2"].backward(dy)
