@@ -5,6 +5,8 @@
 2. The C kernels equal the specifications: random odd shapes (hypothesis),
    non-contiguous inputs, float32 and float64.
 3. The NumPy backend runs the specification; bad input is refused in one line.
+4. The optimizer over a list of buffers (sum of squares, scaling, Adam/AdamW).
+5. Transformer glue (a Linear bias gradient, the multi-head split/merge copy).
 """
 
 import math
@@ -326,3 +328,92 @@ def test_optimizer_kernels_refuse_bad_input_and_fall_back():
     assert K.sum_of_squares(xs) == 5.0
     K.scale_arrays(xs, 2.0)
     assert [x.tolist() for x in xs] == [[2.0] * 3, [2.0] * 2]
+
+
+# --------------------------------------------------------------------------
+# 5. Transformer glue: a Linear bias gradient, the multi-head split/merge copy
+# --------------------------------------------------------------------------
+
+@needs_c
+@given(rows=st.integers(0, 300), m=st.integers(1, 600), lead=st.integers(1, 3), dtype=DTYPES,
+       strided=st.booleans(), seed=st.integers(0, 2**31))
+def test_add_column_sums_matches_reference(rows, m, lead, dtype, strided, seed):
+    rng = np.random.default_rng(seed)
+    big = rng.standard_normal((lead, rows, 2 * m)).astype(dtype)
+    x = big[..., ::2] if strided else np.ascontiguousarray(big[..., :m])
+    out0 = rng.standard_normal(m).astype(dtype)
+    want = out0.copy()
+    K.add_column_sums_reference(x, want)
+    got = out0.copy()
+    with K.backend("c"):
+        assert K.add_column_sums(x, got) is got               # in place
+    assert got.dtype == dtype
+    assert_close(got, want, max(rows * lead, 1), "column sums")
+
+
+@needs_c
+def test_add_column_sums_same_bits_with_one_and_two_threads():
+    x = np.random.default_rng(1).standard_normal((1000, 333)).astype(np.float32)
+    outs = []
+    for n in (1, 2):
+        old = K.get_num_threads()
+        K.set_num_threads(n)
+        try:
+            with K.backend("c"):
+                outs.append(K.add_column_sums(x, np.zeros(333, np.float32)))
+        finally:
+            K.set_num_threads(old)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@needs_c
+@given(shape=st.tuples(st.integers(0, 4), st.integers(0, 9), st.integers(0, 7),
+                       st.integers(1, 40)),
+       view=st.sampled_from(["contiguous", "swapped", "sliced", "last-strided", "reshaped"]),
+       dtype=DTYPES, seed=st.integers(0, 2**31))
+def test_swap_axes12_matches_reference(shape, view, dtype, seed):
+    rng = np.random.default_rng(seed)
+    A, B, C, D = shape
+    if view == "contiguous":
+        x = rng.standard_normal(shape).astype(dtype)
+    elif view == "swapped":                                     # a (A, C, B, D) array's view
+        x = np.swapaxes(rng.standard_normal((A, C, B, D)).astype(dtype), 1, 2)
+    elif view == "sliced":                                      # every other row of a bigger one
+        x = rng.standard_normal((A, 2 * B, C, D + 3)).astype(dtype)[:, ::2, :, 1:D + 1]
+    elif view == "last-strided":                                # the last axis not contiguous
+        x = rng.standard_normal((A, B, C, 2 * D)).astype(dtype)[..., ::2]
+    else:                                                       # (A, B, C*D) seen as 4-D
+        x = rng.standard_normal((A, B, C * D)).astype(dtype).reshape(A, B, C, D)
+    with K.backend("c"):
+        got = K.swap_axes12(x)
+        # into a strided out: every third (A, C, B, D) block of an (A, C, 3, B, D) array
+        big = np.full((A, C, 3, B, D), 7.0, dtype)
+        assert K.swap_axes12(x, out=big[:, :, 1].transpose(0, 1, 2, 3)) is not None
+    want = K.swap_axes12_reference(x)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)                    # a copy: exact
+    np.testing.assert_array_equal(big[:, :, 1], want)
+    assert (big[:, :, [0, 2]] == 7).all()                        # nothing else written
+
+
+def test_glue_kernels_refuse_bad_input():
+    with pytest.raises(ValueError, match="4-D"):
+        K.swap_axes12(np.zeros((2, 3, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        K.swap_axes12(np.zeros((1, 2, 3, 4), np.int32))
+    with pytest.raises(ValueError, match=r"x \(\.\.\., m\) and out \(m,\)"):
+        K.add_column_sums(np.zeros((3, 4)), np.zeros(5))
+    with pytest.raises(ValueError, match="out must be a float64 array of shape"):
+        K.swap_axes12(np.zeros((1, 2, 3, 4)), out=np.zeros((1, 2, 3, 4)))
+    x = np.zeros((1, 2, 2, 4))
+    with pytest.raises(ValueError, match="must not overlap"):
+        K.swap_axes12(x, out=x)
+    with pytest.raises(TypeError, match="share one dtype"):
+        K.add_column_sums(np.zeros((3, 4), np.float32), np.zeros(4))
+
+
+def test_add_column_sums_takes_a_strided_out():
+    x = np.arange(12.0).reshape(3, 4)
+    out = np.zeros(8)[::2]
+    K.add_column_sums(x, out)
+    np.testing.assert_array_equal(out, x.sum(axis=0))

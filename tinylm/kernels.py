@@ -1365,10 +1365,6 @@ def _buffers(arrays, writable):
                                                      [_ptr(k, x) for x in arrays])
 
 
-def _multi_fn(name, dtype):
-    return _fused_fn(name, dtype)
-
-
 def sum_of_squares(arrays):
     """C kernel of :func:`sum_of_squares_reference` (arrays of one float dtype)."""
     arrays = list(arrays)
@@ -1379,7 +1375,7 @@ def sum_of_squares(arrays):
         return sum_of_squares_reference(arrays)
     dtype, sizes, ptrs = bufs
     out = _ffi.new("double *")
-    _raise_status("sum_of_squares", _multi_fn("sum_squares_multi", dtype)(
+    _raise_status("sum_of_squares", _fused_fn("sum_squares_multi", dtype)(
         len(arrays), _ffi.new("int64_t[]", sizes), ptrs, out))
     return float(out[0])
 
@@ -1392,7 +1388,7 @@ def scale_arrays(arrays, scale):
         scale_arrays_reference(arrays, scale)
         return
     dtype, sizes, ptrs = bufs
-    _raise_status("scale_arrays", _multi_fn("scale_multi", dtype)(
+    _raise_status("scale_arrays", _fused_fn("scale_multi", dtype)(
         len(arrays), _ffi.new("int64_t[]", sizes), ptrs, float(scale)))
 
 
@@ -1417,7 +1413,7 @@ def adam_update_multi(params, grads, ms, vs, step, lr=1e-3, betas=(0.9, 0.999), 
             adam_update(p, g, m, v, step, lr, betas, eps, weight_decay, decoupled, grad_scale)
         return
     dtype, sizes = bufs[0][0], bufs[0][1]
-    _raise_status(kernel, _multi_fn("adam_multi", dtype)(
+    _raise_status(kernel, _fused_fn("adam_multi", dtype)(
         len(params), _ffi.new("int64_t[]", sizes), bufs[0][2], bufs[1][2], bufs[2][2],
         bufs[3][2], float(lr), float(betas[0]), float(betas[1]), float(eps),
         float(weight_decay), int(bool(decoupled)), float(grad_scale), int(step), _NUM_THREADS))
