@@ -215,6 +215,8 @@ class _Stepper:
         # without a cache, the context re-run each step is cropped to this many tokens
         self.block = self.limit or getattr(getattr(model, "config", None), "block_size", None)
         self.cached = use_cache and hasattr(model, "init_cache") and hasattr(model, "forward_step")
+        # a model with a decoder object (GPT) is stepped by it; the cache is then that object
+        self.fast = self.cached and callable(getattr(model, "decoder", None))
         self.cache = None
 
     def _recompute(self, seqs):
@@ -225,7 +227,7 @@ class _Stepper:
     def first(self, seqs):
         t = seqs.shape[1]
         if self.cached and (self.limit is None or t <= self.limit):
-            if hasattr(self.model, "decoder"):                        # GPT's fast stepper
+            if self.fast:
                 self.cache = self.model.decoder(self.N)
                 return self.cache.prefill(seqs)                       # (N, V)
             self.cache = self.model.init_cache(self.N)
@@ -237,7 +239,7 @@ class _Stepper:
             self.cache = None           # past the longest context: crop and recompute
         if self.cache is None:
             return self._recompute(seqs)
-        if hasattr(self.model, "decoder"):
+        if self.fast:
             if rows is not None:
                 self.cache.reorder(rows)
             return self.cache.step(seqs[:, -1])
