@@ -247,3 +247,17 @@ def test_generate_float32_greedy_tokens_match(backend, monkeypatch):
     fast = generate_ids(model, [3, 1], max_length=40)
     monkeypatch.delattr(GPT, "decoder")
     np.testing.assert_array_equal(fast, generate_ids(model, [3, 1], max_length=40))
+
+
+def test_a_subclass_that_changes_forward_step_is_stepped_by_it(monkeypatch):
+    calls = []
+
+    class Traced(GPT):
+        def forward_step(self, idx, cache):
+            calls.append(idx.shape[1])
+            return super().forward_step(idx, cache)
+
+    model = Traced(small_gpt("float64").config).eval()
+    assert model.decoder(1) is None
+    generate_ids(model, [1, 2], max_length=6)
+    assert calls == [2, 1, 1, 1]                    # the prompt, then one token per step

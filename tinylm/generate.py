@@ -11,8 +11,8 @@ How a model is stepped (see ``tinylm/models/__init__.py``):
 * with ``model.init_cache(batch)`` and ``model.forward_step(idx, cache)`` the
   prompt is run once and then one new token per step (GPT's key/value cache,
   an RNN's hidden state);
-  A model that also has ``model.decoder(batch)`` (GPT) is stepped by that
-  object instead: ``prefill(idx)``, then ``step(ids)`` per token and
+  A model that also has ``model.decoder(batch)`` (GPT; it may return None)
+  is stepped by that object instead: ``prefill(idx)``, then ``step(ids)`` per token and
   ``reorder(rows)`` for beam search; the same logits, with the per-step
   Python cost taken out (``tinylm/models/_gpt_decode.py``);
 * otherwise ``model.forward(idx)`` is re-run on the whole growing sequence,
@@ -227,9 +227,11 @@ class _Stepper:
     def first(self, seqs):
         t = seqs.shape[1]
         if self.cached and (self.limit is None or t <= self.limit):
+            decoder = self.model.decoder(self.N) if self.fast else None
+            self.fast = decoder is not None                           # None: not for this model
             if self.fast:
-                self.cache = self.model.decoder(self.N)
-                return self.cache.prefill(seqs)                       # (N, V)
+                self.cache = decoder
+                return decoder.prefill(seqs)                          # (N, V)
             self.cache = self.model.init_cache(self.N)
             return self.model.forward_step(seqs, self.cache)[:, -1]   # (N, V)
         return self._recompute(seqs)

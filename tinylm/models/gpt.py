@@ -212,5 +212,11 @@ class GPT(LanguageModel):
 
     def decoder(self, batch_size):
         """A :class:`~tinylm.models._gpt_decode.GPTDecoder`: the same steps as
-        :meth:`forward_step`, faster; it reads the weights now (inference only)."""
+        :meth:`forward_step`, faster; it reads the weights now (inference only).
+
+        None for a subclass that overrides forward_step: the decoder computes
+        GPT's own equations, so such a model is stepped by its forward_step.
+        """
+        if type(self).forward_step is not GPT.forward_step:
+            return None
         return GPTDecoder(self, batch_size)
