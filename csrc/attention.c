@@ -24,6 +24,7 @@
  *   attention_tiles.inc     the two tile kernels (S = A B^T, C += P B), copies
  *   attention_forward.inc   online-softmax forward, tl_attn_fwd_*
  *   attention_backward.inc  backward and its two work splits, tl_attn_bwd_*
+ *   attention_decode.inc    one new query row against a KV cache, tl_attn_decode_*
  */
 #include <math.h>
 #include <string.h>
@@ -63,6 +64,7 @@ static void *carve(unsigned char *base, size_t *offset, size_t bytes) {
 #include "attention_tiles.inc"
 #include "attention_forward.inc"
 #include "attention_backward.inc"
+#include "attention_decode.inc"
 #undef TL_REAL
 
 #define TL_REAL 64
@@ -71,3 +73,4 @@ static void *carve(unsigned char *base, size_t *offset, size_t bytes) {
 #include "attention_tiles.inc"
 #include "attention_forward.inc"
 #include "attention_backward.inc"
+#include "attention_decode.inc"

@@ -190,4 +190,16 @@ int tl_adam_multi_f64(int64_t nbuf, const int64_t *sizes, double *const *p, doub
                       double eps, double wd, int decoupled, double grad_scale, int64_t t,
                       int nthreads);
 
+/* -- Generation with a KV cache (csrc/attention_decode.inc) ------------------
+ * One new query row per (batch*head) problem against its cached keys/values:
+ *   q, o: (bh, d)   k, v: (bh, ld, d), of which the first t rows are filled (t <= ld)
+ *   s = scale * q k[0:t]^T;  p = softmax(s);  o = p v[0:t]   (every key visible; t = 0: o = 0)
+ * The same as tl_attn_fwd with tq = 1, causal, without lse.
+ * Specification: attention_decode_reference in tinylm/kernels.py. */
+int tl_attn_decode_f32(int64_t bh, int64_t t, int64_t ld, int64_t d, float scale,
+                       const float *q, const float *k, const float *v, float *o, int nthreads);
+int tl_attn_decode_f64(int64_t bh, int64_t t, int64_t ld, int64_t d, double scale,
+                       const double *q, const double *k, const double *v, double *o,
+                       int nthreads);
+
 #endif

@@ -11,6 +11,10 @@ How a model is stepped (see ``tinylm/models/__init__.py``):
 * with ``model.init_cache(batch)`` and ``model.forward_step(idx, cache)`` the
   prompt is run once and then one new token per step (GPT's key/value cache,
   an RNN's hidden state);
+  A model that also has ``model.decoder(batch)`` (GPT; it may return None)
+  is stepped by that object instead: ``prefill(idx)``, then ``step(ids)`` per token and
+  ``reorder(rows)`` for beam search; the same logits, with the per-step
+  Python cost taken out (``tinylm/models/_gpt_decode.py``);
 * otherwise ``model.forward(idx)`` is re-run on the whole growing sequence,
   cropped to ``model.config.block_size`` when the model has one.
 
@@ -197,6 +201,8 @@ def reorder_cache(model, cache, index, batch_size):
 class _Stepper:
     """Next-token logits for N growing sequences, with the model's cache when it has one.
 
+    ``cache`` is the model's cache, or its decoder when it has one (see the module doc).
+
     ``first(seqs)`` runs the prompt; ``next(seqs, rows=None)`` gives the logits
     after the last token of ``seqs`` (N, t), where row r continues row
     ``rows[r]`` of the previous call (beam search) or itself (rows=None).
@@ -209,6 +215,8 @@ class _Stepper:
         # without a cache, the context re-run each step is cropped to this many tokens
         self.block = self.limit or getattr(getattr(model, "config", None), "block_size", None)
         self.cached = use_cache and hasattr(model, "init_cache") and hasattr(model, "forward_step")
+        # a model with a decoder object (GPT) is stepped by it; the cache is then that object
+        self.fast = self.cached and callable(getattr(model, "decoder", None))
         self.cache = None
 
     def _recompute(self, seqs):
@@ -219,6 +227,11 @@ class _Stepper:
     def first(self, seqs):
         t = seqs.shape[1]
         if self.cached and (self.limit is None or t <= self.limit):
+            decoder = self.model.decoder(self.N) if self.fast else None
+            self.fast = decoder is not None                           # None: not for this model
+            if self.fast:
+                self.cache = decoder
+                return decoder.prefill(seqs)                          # (N, V)
             self.cache = self.model.init_cache(self.N)
             return self.model.forward_step(seqs, self.cache)[:, -1]   # (N, V)
         return self._recompute(seqs)
@@ -228,6 +241,10 @@ class _Stepper:
             self.cache = None           # past the longest context: crop and recompute
         if self.cache is None:
             return self._recompute(seqs)
+        if self.fast:
+            if rows is not None:
+                self.cache.reorder(rows)
+            return self.cache.step(seqs[:, -1])
         if rows is not None:
             self.cache = reorder_cache(self.model, self.cache, rows, self.N)
         return self.model.forward_step(seqs[:, -1:], self.cache)[:, -1]

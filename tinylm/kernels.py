@@ -1417,3 +1417,244 @@ def adam_update_multi(params, grads, ms, vs, step, lr=1e-3, betas=(0.9, 0.999), 
         len(params), _ffi.new("int64_t[]", sizes), bufs[0][2], bufs[1][2], bufs[2][2],
         bufs[3][2], float(lr), float(betas[0]), float(betas[1]), float(eps),
         float(weight_decay), int(bool(decoupled)), float(grad_scale), int(step), _NUM_THREADS))
+
+
+# --------------------------------------------------------------------------
+# Generation with a KV cache: one query row against the cache, and prepared
+# calls.  While generating, each step is a few dozen kernel calls on (1, D)
+# rows: microseconds of arithmetic each, so the step's time goes into Python,
+# validation and cffi pointers, not into C.  A *prepared* call checks its
+# arrays once, keeps the C pointers and the output buffers, and is then
+# called with no arguments (or just the cache length) at each step.
+# --------------------------------------------------------------------------
+
+import functools  # noqa: E402  (this section's one import, kept with it)
+
+# Below this many multiply-adds a product runs on 1 thread: the fork/join of an
+# OpenMP region (a few microseconds) costs more than the second core saves.
+_SMALL_WORK = 2**18
+
+
+def attention_decode_reference(q, k, v, scale=None):
+    """The spec of the attention_decode kernel: one new query per problem.
+
+    q: (..., d)   k, v: (..., t, d)   ->   o: (..., d)
+    The query is the newest position, so it sees all t keys (its own is the
+    last): this is :func:`attention_reference` with tq = 1 and causal masking.
+    t = 0 gives o = 0.
+    """
+    o, _ = attention_reference(q[..., None, :], k, v, causal=True, scale=scale)
+    return o[..., 0, :]                                  # (..., d)
+
+
+def _check_decode(kernel, q, k, v):
+    dtype = _check_float("q/k/v", kernel, ("q", q), ("k", k), ("v", v))
+    if q.ndim < 1 or k.ndim != q.ndim + 1 or k.shape != v.shape:
+        raise ValueError("%s: q must be (..., d) and k, v (..., t, d) of one shape, got "
+                         "%s, %s, %s" % (kernel, q.shape, k.shape, v.shape))
+    if k.shape[:-2] != q.shape[:-1] or k.shape[-1] != q.shape[-1]:
+        raise ValueError("%s: q %s and k %s must agree in leading dims and head size"
+                         % (kernel, q.shape, k.shape))
+    bh = int(np.prod(q.shape[:-1], dtype=np.int64))
+    t, d = k.shape[-2:]
+    _check_dims(kernel, batch_heads=bh, t=t, head_dim=d)
+    return dtype, bh, t, d
+
+
+def _rows_of_cache(x, bh, t, d):
+    """x (..., t, d) as (bh, t, d) plus its row stride ld >= t, without a copy when x is
+    the first t rows of a C-contiguous (..., ld, d) cache; else a C-contiguous copy."""
+    x3 = x.reshape(bh, t, d)                  # a view whenever the leading dims allow one
+    item = x.itemsize
+    if (x3.flags.aligned and x3.strides[2] == item and x3.strides[1] == d * item
+            and x3.strides[0] % (d * item) == 0 and x3.strides[0] >= t * d * item):
+        return x3, (x3.strides[0] // (d * item) if bh > 1 else t)
+    return _c(x3), t
+
+
+def attention_decode(q, k, v, scale=None):
+    """One new query row per problem against its keys/values: o (..., d).
+
+    q: (..., d)   k, v: (..., t, d), e.g. ``cache[:, :, :t]`` of a preallocated
+    (B, H, capacity, dh) cache (read in place, not copied).  ``scale`` defaults
+    to 1/sqrt(d).  See :func:`attention_decode_reference`.
+    """
+    kernel = "attention_decode"
+    dtype, bh, t, d = _check_decode(kernel, q, k, v)
+    scale = _scale(scale, d, kernel)
+    if _BACKEND == "numpy" or bh * t * d == 0:
+        return attention_decode_reference(q, k, v, scale)
+    q2 = _c(q.reshape(bh, d))
+    k3, ldk = _rows_of_cache(k, bh, t, d)
+    v3, ldv = _rows_of_cache(v, bh, t, d)
+    if ldk != ldv:
+        v3, ldv = _c(v3), t
+        k3, ldk = _c(k3), t
+    o = np.empty((bh, d), dtype)
+    kind = _kind(dtype)
+    # a strided view of a cache is not C-contiguous, so from_buffer refuses it: cast its
+    # address (k3, v3 stay alive until the call returns)
+    kp, vp = (_ptr(kind, x) if x.flags.c_contiguous else _ffi.cast(kind, x.ctypes.data)
+              for x in (k3, v3))
+    _raise_status(kernel, _fused_fn("attn_decode", dtype)(
+        bh, t, ldk, d, scale, _ptr(kind, q2), kp, vp, _ptr(kind, o), _NUM_THREADS))
+    return o.reshape(q.shape)
+
+
+def _check_prepared(kernel, dtype, outs, **arrays):
+    """Arrays a prepared call keeps pointers to: one float dtype, C-contiguous, aligned
+    (they cannot be copied at each call); outputs writable and apart from the inputs."""
+    for label, x in arrays.items():
+        if not isinstance(x, np.ndarray) or x.dtype != dtype:
+            raise TypeError("%s: %s must be a %s numpy array, got %s"
+                            % (kernel, label, dtype, getattr(x, "dtype", type(x).__name__)))
+        if not (x.flags.c_contiguous and x.flags.aligned):
+            raise ValueError("%s: %s must be C-contiguous and aligned (a prepared call keeps "
+                             "a pointer to it)" % (kernel, label))
+    for label in outs:
+        out = arrays[label]
+        if not out.flags.writeable:
+            raise ValueError("%s: %s must be writable" % (kernel, label))
+        for other, x in arrays.items():
+            if other != label and np.may_share_memory(out, x):
+                raise ValueError("%s: %s overlaps %s; pass separate arrays"
+                                 % (kernel, label, other))
+
+
+def _checked_call(kernel, fn):
+    """fn() -> C status, as a function that raises on a nonzero status."""
+    def call():
+        status = fn()
+        if status:
+            _raise_status(kernel, status)
+    return call
+
+
+def prepare_linear(x, weight_t, bias, out, accumulate=False):
+    """A prepared  out = x @ weight_t + bias  (``accumulate``: out += ...).
+
+    x: (n, k)   weight_t: (k, m), the layer's weight TRANSPOSED and contiguous
+    (row p holds input p's weights for every output: the one-row product then
+    streams it)   bias: (m,) or None   out: (n, m).
+    Returns a function of no arguments that computes into ``out`` from the
+    current contents of x (and of weight_t and bias).
+    """
+    kernel = "prepare_linear"
+    dtype = _check_float("x", kernel, ("x", x))
+    named = dict(x=x, weight_t=weight_t, out=out)
+    if bias is not None:
+        named["bias"] = bias
+    _check_prepared(kernel, dtype, ("out",), **named)
+    if x.ndim != 2 or weight_t.ndim != 2 or x.shape[1] != weight_t.shape[0]:
+        raise ValueError("%s: x %s and weight_t %s must be (n, k) and (k, m)"
+                         % (kernel, x.shape, weight_t.shape))
+    (n, k), m = x.shape, weight_t.shape[1]
+    if out.shape != (n, m) or (bias is not None and bias.shape != (m,)):
+        raise ValueError("%s: out %s must be %s and bias %s must be (%d,)"
+                         % (kernel, out.shape, (n, m), getattr(bias, "shape", None), m))
+    _check_dims(kernel, n=n, m=m, k=k)
+    add_bias = (lambda: None) if bias is None else (lambda: np.add(out, bias, out=out))
+    if _BACKEND == "numpy" or n * m * k == 0:
+        def product():
+            if accumulate:
+                out[...] += matmul_reference(x, weight_t)
+            else:
+                np.matmul(x, weight_t, out=out)
+    else:
+        kind = _kind(dtype)
+        threads = 1 if n * m * k < _SMALL_WORK else _NUM_THREADS
+        product = _checked_call(kernel, functools.partial(
+            _fused_fn("matmul", dtype), 0, 0, n, m, k, _ptr(kind, x), _ptr(kind, weight_t),
+            _ptr(kind, out), int(bool(accumulate)), threads))
+
+    def call():
+        product()
+        add_bias()
+    return call
+
+
+def prepare_layernorm(x, weight, bias, out, eps=1e-5):
+    """A prepared LayerNorm over the last axis: out = layernorm(x) * weight + bias.
+
+    x, out: (n, D)   weight, bias: (D,).  Returns a function of no arguments.
+    """
+    kernel = "prepare_layernorm"
+    dtype = _check_float("x", kernel, ("x", x))
+    _check_prepared(kernel, dtype, ("out",), x=x, weight=weight, bias=bias, out=out)
+    if x.ndim != 2 or out.shape != x.shape or weight.shape != x.shape[1:] \
+            or bias.shape != x.shape[1:]:
+        raise ValueError("%s: x %s, out %s must be (n, D) and weight %s, bias %s (D,)"
+                         % (kernel, x.shape, out.shape, weight.shape, bias.shape))
+    if not eps > 0:
+        raise ValueError("%s: eps must be > 0, got %r" % (kernel, eps))
+    n, D = x.shape
+    _check_dims(kernel, rows=n, D=D)
+    if _BACKEND == "numpy" or x.size == 0:
+        def call():
+            out[...] = layernorm_forward_reference(x, weight, bias, eps)[0]
+        return call
+    kind = _kind(dtype)
+    xhat, rstd = np.empty_like(x), np.empty((n, 1), dtype)   # scratch, not read
+    return _checked_call(kernel, functools.partial(
+        _fused_fn("layernorm_fwd", dtype), n, D, eps, _ptr(kind, x), _ptr(kind, weight),
+        _ptr(kind, bias), _ptr(kind, out), _ptr(kind, xhat), _ptr(kind, rstd), 1))
+
+
+def prepare_gelu(x, out, approximate="tanh"):
+    """A prepared out = gelu(x) (see :func:`gelu_forward_reference`); x, out: same shape."""
+    kernel = "prepare_gelu"
+    tanh_form = _gelu_form(kernel, approximate)
+    dtype = _check_float("x", kernel, ("x", x))
+    _check_prepared(kernel, dtype, ("out",), x=x, out=out)
+    if out.shape != x.shape:
+        raise ValueError("%s: out %s must match x %s" % (kernel, out.shape, x.shape))
+    if _BACKEND == "numpy" or x.size == 0:
+        def call():
+            out[...] = gelu_forward_reference(x, approximate)
+        return call
+    kind = _kind(dtype)
+    return _checked_call(kernel, functools.partial(
+        _fused_fn("gelu_fwd", dtype), x.size, tanh_form, _ptr(kind, x), _ptr(kind, out),
+        _ffi.NULL, 1))
+
+
+def prepare_attention_decode(q, k_cache, v_cache, out, scale=None):
+    """A prepared :func:`attention_decode` against a preallocated KV cache.
+
+    q, out: (bh, d)   k_cache, v_cache: (bh, capacity, d).
+    Returns call(t): out = attention of q over the first t cached rows
+    (0 <= t <= capacity), as attention_decode(q, k_cache[:, :t], v_cache[:, :t]).
+    """
+    kernel = "prepare_attention_decode"
+    dtype = _check_float("q", kernel, ("q", q))
+    _check_prepared(kernel, dtype, ("out",), q=q, k_cache=k_cache, v_cache=v_cache, out=out)
+    if (q.ndim != 2 or out.shape != q.shape or k_cache.ndim != 3
+            or k_cache.shape != v_cache.shape or k_cache.shape[::2] != q.shape):
+        raise ValueError("%s: q, out must be (bh, d) and k_cache, v_cache (bh, capacity, d), "
+                         "got %s, %s, %s, %s" % (kernel, q.shape, out.shape, k_cache.shape,
+                                                 v_cache.shape))
+    bh, cap, d = k_cache.shape
+    _check_dims(kernel, batch_heads=bh, capacity=cap, head_dim=d)
+    scale = _scale(scale, d, kernel)
+
+    def check(t):
+        if not 0 <= t <= cap:
+            raise ValueError("%s: t = %r cached positions; the cache holds 0 .. %d"
+                             % (kernel, t, cap))
+
+    if _BACKEND == "numpy" or bh * d == 0:
+        def call(t):
+            check(t)
+            out[...] = attention_decode_reference(q, k_cache[:, :t], v_cache[:, :t], scale)
+        return call
+    kind = _kind(dtype)
+    fn = functools.partial(_fused_fn("attn_decode", dtype), bh)
+    args = (cap, d, scale, _ptr(kind, q), _ptr(kind, k_cache), _ptr(kind, v_cache),
+            _ptr(kind, out), _NUM_THREADS)
+
+    def call(t):
+        check(t)
+        status = fn(t, *args)
+        if status:
+            _raise_status(kernel, status)
+    return call

@@ -23,6 +23,9 @@ block (attention's out_proj and the feed-forward's fc2) get std
 Generation: ``init_cache(B)`` / ``forward_step(idx, cache)`` keep each
 layer's keys and values (B, H, t, dh), so each new token costs one position
 instead of the whole context; the results equal re-running ``forward``.
+``decoder(B)`` computes the same steps with the per-step Python cost taken out
+(preallocated cache, prepared kernel calls: ``tinylm/models/_gpt_decode.py``);
+generation uses it, and ``forward_step`` stays the specification.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ from tinylm.layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbed
                            Sequential, TransformerBlock)
 from tinylm.layers.checks import check_ids
 from tinylm.models._common import LanguageModel
+from tinylm.models._gpt_decode import GPTDecoder
 from tinylm.rng import child_rng
 
 __all__ = ["GPTConfig", "GPT"]
@@ -205,3 +209,14 @@ class GPT(LanguageModel):
             x = block.forward_step(x, block_cache)                # (B, t, D); cache grows
         cache["pos"] = start + idx.shape[1]
         return L["head"].forward(L["ln_f"].forward(x))            # (B, t, V)
+
+    def decoder(self, batch_size):
+        """A :class:`~tinylm.models._gpt_decode.GPTDecoder`: the same steps as
+        :meth:`forward_step`, faster; it reads the weights now (inference only).
+
+        None for a subclass that overrides forward_step: the decoder computes
+        GPT's own equations, so such a model is stepped by its forward_step.
+        """
+        if type(self).forward_step is not GPT.forward_step:
+            return None
+        return GPTDecoder(self, batch_size)
