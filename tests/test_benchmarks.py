@@ -65,3 +65,27 @@ def test_bad_arguments_get_one_line_and_status_2(args):
     assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("fair.py: error:")
+
+
+NANOGPT = os.path.join(ROOT, "benchmarks", "nanogpt.py")
+
+
+def test_nanogpt_runner_tinylm_side_runs_the_trainer(tmp_path):
+    proc = subprocess.run([sys.executable, NANOGPT, "--worker", "tinylm", "--steps", "8",
+                           "--eval-interval", "4", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["steps"] == 8 and out["step_s"] > 0
+    assert [s for s, _ in out["val"]] == [4, 8]
+    assert (tmp_path / "run" / "best.npz").exists()
+
+
+@pytest.mark.parametrize("args", [[], ["--nanogpt", "/nonexistent"], ["--steps", "0"]])
+def test_nanogpt_runner_bad_arguments(args):
+    # nanoGPT is not bundled: without a checkout the runner says what it needs
+    proc = subprocess.run([sys.executable, NANOGPT, *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("nanogpt.py: error:")
