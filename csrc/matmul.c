@@ -36,8 +36,8 @@
  *
  * Two more paths skip packing where it does not pay: tiny products
  * (m*n*k <= TL_MATMUL_SMALL) and thin ones (a few rows, e.g. one token's
- * x W^T while generating), which read B where it is; see row_stream and
- * thin_nt.
+ * x W^T while generating), which read B where it is; see row_stream,
+ * thin_nn and thin_nt.
  *
  * The kernel is written once for both precisions in matmul.inc, included
  * below once per type (see real.h).
@@ -63,8 +63,9 @@
  *     thread costs ~10-20 us; a 96^3 product takes ~20 us on one core.
  *   TL_MATMUL_THIN_M (rows): up to here with B transposed, unpacked dot
  *     products (x W^T with m=1: 0.05x -> 0.6x numpy; m=4: 0.3x -> 2x).
- *   TL_MATMUL_THIN_NN_M (rows): up to here with B not transposed, row
- *     streaming (m=1: 0.12x -> 0.7x numpy; from m=4 on the packed path wins). */
+ *   TL_MATMUL_THIN_NN_M (rows): up to here with B not transposed, B read in
+ *     place in blocks (thin_nn); above it the packed path, whose packing of B
+ *     then pays for itself. */
 #ifndef TL_MATMUL_SMALL
 #define TL_MATMUL_SMALL (16.0 * 16.0 * 16.0)
 #endif
@@ -72,7 +73,7 @@
 #define TL_MATMUL_THIN_M 16
 #endif
 #ifndef TL_MATMUL_THIN_NN_M
-#define TL_MATMUL_THIN_NN_M 3
+#define TL_MATMUL_THIN_NN_M 16
 #endif
 #ifndef TL_MATMUL_PARALLEL_MIN
 #define TL_MATMUL_PARALLEL_MIN (96.0 * 96.0 * 96.0)

@@ -27,7 +27,7 @@ TRANSPOSES = ((False, False), (False, True), (True, False), (True, True))
 _VBYTES = {"avx512f": 64, "avx2+fma": 32, "avx": 32}
 MR, KC = 6, 256
 MC = {np.float32: 144, np.float64: 72}
-THIN_M, THIN_NN_M = 16, 3          # thin paths: m <= these (B transposed / not)
+THIN_M, THIN_NN_M = 16, 16         # thin paths: m <= these (B transposed / not)
 SMALL = 16**3                      # m*n*k up to this: plain loops
 
 
@@ -142,16 +142,35 @@ def test_tiny_shapes(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_thin_products(dtype, nthreads, threads):
-    """Few rows (a decoding step): unpacked dot products / row streaming, on
-    both sides of their row limits, with ragged n and k (vector tails)."""
+    """Few rows (a decoding step): unpacked dot products (B transposed) and
+    B read in place in blocks (not transposed), on both sides of their row
+    limits and of the 4-row register tile, with ragged n and k (vector tails,
+    several 128-row blocks of B, several column chunks and a ragged last one)."""
     threads(nthreads)
     rng = np.random.default_rng(13)
     nr = _nr(dtype)
-    for m in (1, 2, THIN_NN_M, THIN_NN_M + 1, 5, THIN_M - 1, THIN_M, THIN_M + 1):
-        for n, k in ((4 * nr + 3, 301), (9, 2 * KC + 5), (700, 64)):
+    for m in sorted({1, 2, 3, 4, 5, 7, 8, 9, THIN_NN_M, THIN_NN_M + 1, THIN_M - 1, THIN_M,
+                     THIN_M + 1}):
+        for n, k in ((4 * nr + 3, 301), (9, 2 * KC + 5), (700, 64), (1100, 300)):
             assert m * n * k > SMALL
             for ta, tb in TRANSPOSES:
                 check_against_reference(rng, m, n, k, ta, tb, dtype, accumulate=(m % 2 == 0))
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_thin_products_overwrite_never_reads_out(dtype):
+    """accumulate=False stores the product without reading C: NaN already in
+    `out` does not leak into the result on the thin paths."""
+    rng = np.random.default_rng(17)
+    for m in (1, 3, 4, 6, 16):
+        for tb in (False, True):
+            a, b = operands(rng, m, 300, 290, False, tb, dtype)
+            out = np.full((m, 300), np.nan, dtype)
+            with kernels.backend("c"):
+                kernels.matmul(a, b, trans_b=tb, out=out)
+            assert_close(out, kernels.matmul_reference(a, b, False, tb), 290,
+                         "m=%d trans_b=%s" % (m, tb))
 
 
 @requires_c
