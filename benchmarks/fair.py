@@ -72,7 +72,7 @@ sys.path.insert(0, HERE)
 import workloads  # noqa: E402  (imports neither tinylm nor torch)
 
 THREADS = 2
-# (workload, side) -> threads, where a side was measured faster with another count
+# (workload, side) -> threads other than THREADS (see the docstring)
 DEFAULT_THREADS = {("generate", "torch"): 1}
 
 TRAIN = workloads.TRAIN
