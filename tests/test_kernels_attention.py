@@ -44,11 +44,19 @@ def assert_lse_close(actual, expected, k):
 def two_threads():
     """The C backward picks its task split from (batch*heads) and the thread
     count: bh >= 2 * threads -> one task per problem, else two task kinds.
-    Tests pin 2 threads so that bh <= 3 takes the second path, bh >= 4 the first."""
-    old = K.get_num_threads()
+    Tests pin 2 threads so that bh <= 3 takes the second path, bh >= 4 the first,
+    also for the small problems that otherwise run on 1 thread."""
+    old, below = K.get_num_threads(), K._ATTENTION_SERIAL_BELOW
     K.set_num_threads(2)
+    K._ATTENTION_SERIAL_BELOW = 0
     yield
     K.set_num_threads(old)
+    K._ATTENTION_SERIAL_BELOW = below
+
+
+def test_small_attention_problems_run_on_one_thread():
+    assert K._attention_threads(1, 64, 64, 32) == 1                 # 131k < 2**21
+    assert K._attention_threads(64, 128, 128, 32) == K._NUM_THREADS   # (0: all cores)
 
 
 def check_c_matches_reference(q, k, v, dout, causal, scale):

@@ -178,3 +178,47 @@ def test_mask_errors():
                                          key_padding_mask=np.zeros((1, 2), bool))
     with pytest.raises(ValueError, match="must divide"):
         MultiHeadAttention(6, 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 4), H=st.integers(1, 3), Tq=st.integers(1, 6), Tk=st.integers(1, 7),
+       d=st.integers(1, 5), seed=st.integers(0, 10 ** 6), backend=st.sampled_from(
+           kernels.available_backends()))
+def test_right_padding_runs_each_row_fused_with_the_numpy_paths_numbers(B, H, Tq, Tk, d,
+                                                                        seed, backend):
+    """A key padding mask that hides only the last keys of each row (a right-padded
+    batch) takes the per-row fused path; forward and backward equal the NumPy
+    path's, and hidden keys get exactly zero gradient."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, H, Tq, d))
+    k, v = rng.standard_normal((2, B, H, Tk, d))
+    do = rng.standard_normal((B, H, Tq, d))
+    lengths = rng.integers(1, Tk + 1, B)
+    mask = (np.arange(Tk) < lengths[:, None])[:, None, None, :]      # (B, 1, 1, Tk)
+    rows, plain = ScaledDotProductAttention(), ScaledDotProductAttention()
+    with kernels.backend(backend):
+        o1 = rows.forward(q, k, v, mask)
+        g1 = rows.backward(do)
+    o2, _ = plain.forward(q, k, v, mask, return_weights=True)       # weights: NumPy path
+    g2 = plain.backward(do)
+    assert rows.path == ("fused" if lengths.min() == Tk else "fused-rows")
+    assert plain.path == "numpy"
+    assert_close(o1, o2, Tk, "o")
+    for a, b, name in zip(g1, g2, "qkv"):
+        assert_close(a, b, Tk * d, "d" + name)
+    for b in range(B):
+        assert not g1[1][b, :, lengths[b]:].any() and not g1[2][b, :, lengths[b]:].any()
+
+
+def test_other_masks_keep_the_numpy_path():
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((3, 2, 2, 4, 3))
+    for mask in [np.array([True, False, True, True])[None, None, None, :].repeat(2, 0),  # a hole
+                 np.ones((2, 2, 4, 4), bool),                 # per head and query
+                 np.tril(np.ones((4, 4), bool))]:            # not a key-padding mask
+        sdpa = ScaledDotProductAttention()
+        sdpa.forward(q, k, v, mask)
+        assert sdpa.path == "numpy", mask.shape
+    causal = ScaledDotProductAttention(causal=True)
+    causal.forward(q, k, v, np.ones((2, 1, 1, 4), bool))
+    assert causal.path == "numpy"

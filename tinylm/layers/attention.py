@@ -28,6 +28,9 @@ Two paths compute the same thing: with no padding mask (and no request for
 the weights) :class:`ScaledDotProductAttention` calls the fused kernel
 ``tinylm.kernels.attention`` / ``attention_backward`` (C or NumPy backend),
 which never stores P; otherwise it runs the NumPy code above and keeps P.
+(A padding mask that only hides the last keys of each batch row, as in a
+right-padded batch of sentences, is plain attention over the first keys of
+each row: each row then runs on the fused kernel.)
 Both use the kernels' masking helpers (``causal_mask``, ``masked_softmax``),
 so the mask means the same thing on either path.
 
@@ -79,6 +82,24 @@ def _check_padding(where, key_padding_mask, B, Tk):
 def _may_attend(key_padding_mask):
     """(B, Tk) bool, True = padding  ->  (B, 1, 1, Tk) bool, True = may attend."""
     return ~np.asarray(key_padding_mask)[:, None, None, :]
+
+
+def _key_lengths(mask, q, k):
+    """The number of visible keys per batch row, if ``mask`` hides only a tail
+    of the keys of each row, the same for every head and query; else None.
+
+    That is the mask of a right-padded batch, (B, 1, 1, Tk) from
+    :func:`_may_attend`: row b sees keys 0 .. n_b - 1 (n_b >= 1)."""
+    mask = np.asarray(mask)
+    B, Tk = q.shape[0], k.shape[-2]
+    if q.ndim < 3 or mask.ndim != q.ndim or mask.shape[0] != B or mask.shape[-1] != Tk \
+            or any(n != 1 for n in mask.shape[1:-1]):
+        return None
+    rows = mask.reshape(B, Tk)
+    lengths = rows.sum(axis=1)
+    if lengths.min() < 1 or not np.array_equal(rows, np.arange(Tk) < lengths[:, None]):
+        return None
+    return [int(n) for n in lengths]
 
 
 def _check_qkv(layer, where, a):
@@ -141,7 +162,9 @@ class ScaledDotProductAttention(Layer):
         that key (PyTorch's bool attn_mask convention).
     causal (constructor): also hide future keys.  scale: default 1/sqrt(d).
     backward(do (..., Tq, d)) -> (dq, dk, dv).
-    ``self.path`` tells which path the last forward took: "fused" or "numpy".
+    ``self.path`` tells which path the last forward took: "fused", "fused-rows"
+    (a padding mask that hides only the last keys of each batch row: each row
+    on the fused kernel over its visible keys) or "numpy".
     """
 
     def __init__(self, causal=False, scale=None):
@@ -159,6 +182,11 @@ class ScaledDotProductAttention(Layer):
             self._cache = ("fused", q, k, v, o, lse, scale)
             self.path = "fused"
             return o
+        lengths = None if return_weights or self.causal else _key_lengths(mask, q, k)
+        if lengths is not None and min(lengths) == k.shape[-2]:      # nothing hidden
+            return self.forward(q, k, v)
+        if lengths is not None:
+            return self._fused_rows(q, k, v, lengths, scale)
         t = q.dtype.type
         s = t(scale) * (q @ np.swapaxes(k, -1, -2))                     # (..., Tq, Tk)
         allowed = np.ones(s.shape, bool)
@@ -172,12 +200,33 @@ class ScaledDotProductAttention(Layer):
         self.path = "numpy"
         return (o, p) if return_weights else o
 
+    def _fused_rows(self, q, k, v, lengths, scale):
+        """A padding mask that only hides the last keys of each batch row (what
+        a right-padded batch has): row b is plain attention over its first
+        lengths[b] keys, so each row runs on the fused kernel."""
+        o = np.empty_like(q)
+        lse = np.empty(q.shape[:-1], q.dtype)
+        for b, n in enumerate(lengths):
+            o[b], lse[b] = kernels.attention(q[b], k[b, ..., :n, :], v[b, ..., :n, :],
+                                             scale=scale)
+        self._cache = ("fused-rows", q, k, v, o, lse, scale, lengths)
+        self.path = "fused-rows"
+        return o
+
     @checked(do=Grad())
     def backward(self, do):
         if self._cache[0] == "fused":
             _, q, k, v, o, lse, scale = self._cache
             return kernels.attention_backward(q, k, v, o, lse, np.ascontiguousarray(do),
                                               causal=self.causal, scale=scale)
+        if self._cache[0] == "fused-rows":
+            _, q, k, v, o, lse, scale, lengths = self._cache
+            dq, dk, dv = np.empty_like(q), np.zeros_like(k), np.zeros_like(v)
+            for b, n in enumerate(lengths):      # hidden keys get no gradient: dk = dv = 0
+                dq[b], dk[b, ..., :n, :], dv[b, ..., :n, :] = kernels.attention_backward(
+                    q[b], k[b, ..., :n, :], v[b, ..., :n, :], o[b], lse[b],
+                    np.ascontiguousarray(do[b]), scale=scale)
+            return dq, dk, dv
         _, q, k, v, p, scale = self._cache
         t = q.dtype.type
         ### BEGIN SOLUTION
