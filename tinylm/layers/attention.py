@@ -259,8 +259,8 @@ class MultiHeadAttention(Layer):
     backward(dy (B, Tq, D)) -> dx (self-attention) or (dx, dmemory) (cross).
     forward_step(x (B, t, D), cache) -> y (B, t, D): self-attention with a KV
         cache, for generation (see :meth:`forward_step`).
-    Without a padding mask (and without return_weights) the heads run on the
-    fused attention kernel.
+    Without a padding mask, or with one that only pads the end of each row
+    (and without return_weights), the heads run on the fused attention kernel.
     """
 
     def __init__(self, d_model, num_heads, bias=True, causal=False, rng=None, dtype=np.float32):
