@@ -275,8 +275,9 @@ class SentenceEncoder(Layer):
         tests); it costs at most PADDING_LIMIT times the real tokens, and buys
         one large product per layer instead of many small ones (measured: one
         batch per length, 0.92 s for 32 pydoc paragraphs; padded batches,
-        0.42 s).  A batch whose texts all have the same length has no
-        padding and runs on the fused attention kernel.
+        0.42 s).  The attention runs on the fused kernel either way: a
+        right-padded batch row by row over its real tokens (see
+        :class:`tinylm.layers.ScaledDotProductAttention`).
         progress: optional callable progress(done, total) called after each batch.
         """
         if self.tokenizer is None:
