@@ -34,10 +34,10 @@
  * garbage or NaN already in C cannot leak into the result.  Padding in the
  * packed panels is zero; the padded lanes are computed but never stored.
  *
- * Two more paths skip packing where it does not pay: tiny products
+ * More paths skip packing where it does not pay: tiny products
  * (m*n*k <= TL_MATMUL_SMALL) and thin ones (a few rows, e.g. one token's
  * x W^T while generating), which read B where it is; see row_stream,
- * thin_nn and thin_nt.
+ * thin_nn, thin_nt and thin_nt_tiles.
  *
  * The kernel is written once for both precisions in matmul.inc, included
  * below once per type (see real.h).
@@ -61,8 +61,11 @@
  *     packing; they win up to ~20^3 (B not transposed) / ~16^3 (transposed).
  *   TL_MATMUL_PARALLEL_MIN (m*n*k): below it, one thread.  Waking a second
  *     thread costs ~10-20 us; a 96^3 product takes ~20 us on one core.
- *   TL_MATMUL_THIN_M (rows): up to here with B transposed, unpacked dot
- *     products (x W^T with m=1: 0.05x -> 0.6x numpy; m=4: 0.3x -> 2x).
+ *   TL_MATMUL_THIN_M (rows): up to here with B transposed, B is not packed:
+ *     dot products below TL_MATMUL_NT_TILE_M rows (x W^T with m=1: 0.05x ->
+ *     0.6x numpy), from there the transposed register tile (thin_nt_tiles;
+ *     m = 4, 8, 16: 1.6x, 1.7x, 2.3x numpy, where the dot products gave
+ *     1.6x, 0.7x, 0.7x: benchmarks/fair.py matmul-thin, 2-core Zen 4).
  *   TL_MATMUL_THIN_NN_M (rows): up to here with B not transposed, B read in
  *     place in blocks (thin_nn); above it the packed path, whose packing of B
  *     then pays for itself. */
@@ -71,6 +74,9 @@
 #endif
 #ifndef TL_MATMUL_THIN_M
 #define TL_MATMUL_THIN_M 16
+#endif
+#ifndef TL_MATMUL_NT_TILE_M
+#define TL_MATMUL_NT_TILE_M 4
 #endif
 #ifndef TL_MATMUL_THIN_NN_M
 #define TL_MATMUL_THIN_NN_M 16

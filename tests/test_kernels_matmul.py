@@ -142,10 +142,12 @@ def test_tiny_shapes(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_thin_products(dtype, nthreads, threads):
-    """Few rows (a decoding step): unpacked dot products (B transposed) and
-    B read in place in blocks (not transposed), on both sides of their row
-    limits and of the 4-row register tile, with ragged n and k (vector tails,
-    several 128-row blocks of B, several column chunks and a ragged last one)."""
+    """Few rows (a decoding step): unpacked dot products (B transposed, m < 4),
+    the transposed register tile (B transposed, m >= 4: 12, 6, 4 or 3 rows of
+    B per tile as m needs 1..4 vectors) and B read in place in blocks (not
+    transposed), on both sides of their row limits, with ragged n and k
+    (vector tails, n not a multiple of any tile, several column chunks and a
+    ragged last one)."""
     threads(nthreads)
     rng = np.random.default_rng(13)
     nr = _nr(dtype)
@@ -171,6 +173,30 @@ def test_thin_products_overwrite_never_reads_out(dtype):
                 kernels.matmul(a, b, trans_b=tb, out=out)
             assert_close(out, kernels.matmul_reference(a, b, False, tb), 290,
                          "m=%d trans_b=%s" % (m, tb))
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("m", [1, 3, 4, 9, 16])
+def test_thin_transposed_b_propagates_nan_and_inf(dtype, m):
+    """x @ W^T on the thin paths: a NaN in a row of A makes that row of C NaN,
+    0 * NaN in a row of B (a column of C) stays NaN, inf reaches its column."""
+    rng = np.random.default_rng(19)
+    n, k = 29, 70
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype)
+    a[m // 2, 5] = np.nan
+    a[:, k - 2] = 0
+    b[n // 2, k - 2] = np.nan
+    b[n - 1, k - 1] = np.inf
+    with kernels.backend("c"):
+        c = kernels.matmul(a, b, trans_b=True)
+    expected = kernels.matmul_reference(a, b, False, True)
+    assert np.array_equal(np.isnan(c), np.isnan(expected))
+    assert np.isnan(c[m // 2]).all() and np.isnan(c[:, n // 2]).all()
+    assert np.array_equal(np.isinf(c), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_close(np.where(finite, c, 0), np.where(finite, expected, 0), k, "m=%d" % m)
 
 
 @requires_c
