@@ -71,14 +71,19 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------
 
 # OpenMP threads spin-wait after each parallel region (libgomp: ~300000
-# spins, milliseconds) and so do OpenBLAS's threads after a numpy matmul.  On a
+# spins, ~3.5 ms) and so do OpenBLAS's threads after a numpy matmul.  On a
 # machine with few cores the two fight: a numpy matmul right after a tinylm
 # kernel ran 20-100x slower (benchmarks/bench_matmul.py --spin).  Unless the
-# user chose a wait policy, tinylm's OpenMP runtime spins only briefly (enough
-# for the barriers inside one kernel) and then sleeps.  libgomp reads its
-# environment once, when the extension loads it, so the variable is set just
-# for that moment.  TINYLM_OMP_DEFAULTS=0 leaves the environment alone.
-_OMP_SPIN_DEFAULT = {"GOMP_SPINCOUNT": "1000"}
+# user chose a wait policy, tinylm's OpenMP runtime spins 5000 times (~60 us,
+# one PAUSE is ~12 ns) and then sleeps: long enough to bridge the Python and
+# NumPy glue between two kernels of a training step, whose workers would
+# otherwise sleep and be woken each time (on a VM tens of us per wake-up:
+# 1000 spins made a GPT-S step 1.1x and a 1x512 @ 512x2048 product 2.2x
+# slower), short enough to leave the cores soon after the last kernel.
+# libgomp reads its environment once, when the extension loads it, so the
+# variable is set just for that moment.  TINYLM_OMP_DEFAULTS=0 leaves the
+# environment alone.
+_OMP_SPIN_DEFAULT = {"GOMP_SPINCOUNT": "5000"}
 _omp_set_here = ({} if os.environ.get("TINYLM_OMP_DEFAULTS", "1") == "0"
                  or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
                  else _OMP_SPIN_DEFAULT)
