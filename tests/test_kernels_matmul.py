@@ -201,11 +201,27 @@ def test_thin_transposed_b_propagates_nan_and_inf(dtype, m):
 
 @requires_c
 def test_small_m_splits_columns_between_threads(threads):
-    """Fewer rows than one register tile per thread: the columns are shared."""
-    threads(2)
+    """Few rows, many columns: with 2 threads the thin paths share out the
+    columns, and so does the blocked path when m fits in one row block
+    (m <= MC, a weight gradient's shape), each thread packing and multiplying
+    its own B panels over several k slices.  Equal to the reference, and to
+    one thread bit for bit."""
     rng = np.random.default_rng(11)
-    for m in (1, 3, 7):
-        check_against_reference(rng, m, 700, 150, False, True, np.float32, False)
+    for dtype in DTYPES:
+        nr = _nr(dtype)
+        for m, n, k in [(1, 700, 150), (3, 700, 150), (7, 700, 150),
+                        (THIN_M + 1, 4 * nr + 5, 2 * KC + 3),
+                        (MC[dtype] // 2 + 1, 2 * nr, KC + 1),
+                        (MC[dtype], 5 * nr + 1, 3 * KC)]:
+            for ta, tb in TRANSPOSES:
+                threads(2)
+                check_against_reference(rng, m, n, k, ta, tb, dtype, True)
+                a, b = operands(rng, m, n, k, ta, tb, dtype)
+                with kernels.backend("c"):
+                    two = kernels.matmul(a, b, ta, tb)
+                    threads(1)
+                    one = kernels.matmul(a, b, ta, tb)
+                assert np.array_equal(one, two), (m, n, k, ta, tb, dtype)
 
 
 @requires_c
