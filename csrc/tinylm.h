@@ -19,14 +19,18 @@
 #define TL_ENOMEM (-1)
 #define TL_EINVAL (-2)
 
-/* C[m,n] (+)= op(A) @ op(B).
+/* C[m,n] (+)= op(A) @ op(B) (+ bias).
  *   op(A) is m x k: A is stored (m, k), or (k, m) when trans_a.
  *   op(B) is k x n: B is stored (k, n), or (n, k) when trans_b.
- *   accumulate = 0 overwrites C, 1 adds to it. */
+ *   accumulate = 0 overwrites C, 1 adds to it.
+ *   bias: NULL, or n values added to every row of C last (a Linear layer's
+ *   x W^T + b without a second pass over C). */
 int tl_matmul_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                  const float *a, const float *b, float *c, int accumulate, int nthreads);
+                  const float *a, const float *b, const float *bias, float *c, int accumulate,
+                  int nthreads);
 int tl_matmul_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                  const double *a, const double *b, double *c, int accumulate, int nthreads);
+                  const double *a, const double *b, const double *bias, double *c,
+                  int accumulate, int nthreads);
 
 /* Fused scaled-dot-product attention over bh = batch*heads independent problems.
  *   q: (bh, tq, d)   k, v: (bh, tk, d)   o: (bh, tq, d)   lse: (bh, tq)

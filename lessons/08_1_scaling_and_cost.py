@@ -41,12 +41,13 @@ class FlopCounter:
         self._saved = (kernels.matmul, kernels.attention, kernels.attention_backward)
         mm, att, att_b = self._saved
 
-        def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+        def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, bias=None):
             k, m = a.shape[-2:] if trans_a else a.shape[-2:][::-1]
             n = b.shape[-2] if trans_b else b.shape[-1]
             batch = int(np.prod(a.shape[:-2])) if a.ndim > 2 else 1
-            self.matmul += 2 * batch * m * k * n
-            return mm(a, b, trans_a=trans_a, trans_b=trans_b, out=out, accumulate=accumulate)
+            self.matmul += 2 * batch * m * k * n                # (a bias adds m n: not counted)
+            return mm(a, b, trans_a=trans_a, trans_b=trans_b, out=out, accumulate=accumulate,
+                      bias=bias)
 
         def attention(q, k, v, causal=False, scale=None):
             B, H, Tq, dh = q.shape

@@ -359,6 +359,72 @@ def test_overwrite_ignores_nan_already_in_out(name):
 
 
 # --------------------------------------------------------------------------
+# bias: C (+)= op(A) op(B) + bias, the bias added last, on every path
+# --------------------------------------------------------------------------
+
+# (m, n, k) on each path: tiny (plain loops), thin with B not transposed, thin
+# with B transposed (dot products, then the transposed tile), blocked with a
+# ragged last panel and several k slices, blocked with m <= MC (columns split)
+_BIAS_SHAPES = [(3, 5, 4), (7, 300, 64), (2, 300, 64), (9, 300, 64),
+                (2 * MR + 1, 3 * 32 + 5, 2 * KC + 7), (MC[np.float32] // 2, 200, KC + 3)]
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_bias_is_added_last_on_every_path(dtype, nthreads, threads):
+    """matmul(..., bias=b) equals, bit for bit, the product without the bias
+    plus b added afterwards (the spec's order: product, then out, then bias),
+    for all four transposes, overwrite and accumulate."""
+    threads(nthreads)
+    rng = np.random.default_rng(21)
+    for m, n, k in _BIAS_SHAPES:
+        for ta, tb in TRANSPOSES:
+            a, b = operands(rng, m, n, k, ta, tb, dtype)
+            bias = rng.standard_normal(n).astype(dtype)
+            out0 = rng.standard_normal((m, n)).astype(dtype)
+            with kernels.backend("c"):
+                for acc in (False, True):
+                    plain = kernels.matmul(a, b, ta, tb, out=out0.copy(), accumulate=acc)
+                    got = kernels.matmul(a, b, ta, tb, out=out0.copy(), accumulate=acc,
+                                         bias=bias)
+                    assert np.array_equal(got, plain + bias), (m, n, k, ta, tb, acc)
+            expected = kernels.matmul_reference(a, b, ta, tb, out0.copy(), True, bias)
+            assert_close(got, expected, k, "bias m=%d n=%d k=%d" % (m, n, k))
+
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_bias_nan_propagates_and_empty_k_gives_the_bias(name):
+    rng = np.random.default_rng(22)
+    a, b = rng.standard_normal((40, 30)), rng.standard_normal((30, 70))
+    bias = rng.standard_normal(70)
+    bias[5] = np.nan
+    with kernels.backend(name):
+        c = kernels.matmul(a, b, bias=bias)
+        empty = kernels.matmul(np.ones((4, 0)), np.ones((0, 70)), bias=bias)
+    assert np.isnan(c[:, 5]).all() and np.isfinite(np.delete(c, 5, axis=1)).all()
+    assert_close(np.delete(c, 5, axis=1), np.delete(a @ b + bias, 5, axis=1), 30)
+    assert np.array_equal(empty, np.broadcast_to(bias, (4, 70)), equal_nan=True)
+
+
+@pytest.mark.parametrize("name", _both_backends())
+def test_bad_bias_is_a_clear_error(name):
+    a, b = np.ones((3, 4)), np.ones((4, 2))
+    out = np.zeros((3, 2))
+    with kernels.backend(name):
+        with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+            kernels.matmul(a, b, bias=np.ones(3))
+        with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+            kernels.matmul(a, b, bias=np.ones((1, 2)))
+        with pytest.raises(TypeError, match="share one dtype"):
+            kernels.matmul(a, b, bias=np.ones(2, np.float32))
+        with pytest.raises(TypeError, match="numpy array"):
+            kernels.matmul(a, b, bias=[1.0, 2.0])
+        with pytest.raises(ValueError, match="overlaps an input"):
+            kernels.matmul(a, b, out=out, bias=out[0])
+
+
+# --------------------------------------------------------------------------
 # Bad input: a clear exception, whatever the backend
 # --------------------------------------------------------------------------
 

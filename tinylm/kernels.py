@@ -309,30 +309,36 @@ def _raise_status(kernel, status):
 # matmul: C (+)= op(A) @ op(B)
 # --------------------------------------------------------------------------
 
-def matmul_reference(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+def matmul_reference(a, b, trans_a=False, trans_b=False, out=None, accumulate=False,
+                     bias=None):
     """The spec of the matmul kernel.
 
     a: (m, k), or (k, m) if trans_a      b: (k, n), or (n, k) if trans_b
-    returns c: (m, n) = op(a) @ op(b), added to ``out`` if accumulate.
+    returns c: (m, n) = op(a) @ op(b), added to ``out`` if accumulate; then
+    ``bias`` (n,), if given, is added to every row (y = x W^T + b in one call).
     """
     A = a.T if trans_a else a            # (m, k)
     B = b.T if trans_b else b            # (k, n)
     c = A @ B                            # (m, n)
     if out is None:
-        return c
-    if accumulate:
+        out = c
+    elif accumulate:
         out += c
     else:
         out[...] = c
+    if bias is not None:
+        out += bias                      # (m, n) + (n,): every row
     return out
 
 
-def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
-    """op(a) @ op(b) for 2-D float arrays, on the current backend.
+def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, bias=None):
+    """op(a) @ op(b) (+ bias) for 2-D float arrays, on the current backend.
 
     a: (m, k), or (k, m) if trans_a      b: (k, n), or (n, k) if trans_b
     out: optional (m, n) C-contiguous array to write into; with
     ``accumulate=True`` the product is added to it (needed for gradients).
+    bias: optional (n,) array of the same dtype, added to every row last, in
+    the same pass that stores C.
     Returns the (m, n) result (``out`` itself when given).
     """
     kernel = "matmul"
@@ -350,18 +356,24 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     _check_dims(kernel, m=m, n=n, k=k)
     if accumulate and out is None:
         raise ValueError("matmul: accumulate=True needs out")
+    if bias is not None:
+        _check_float("bias", kernel, ("a", a), ("bias", bias))
+        if bias.shape != (n,):
+            raise ValueError("matmul: bias must have shape (%d,) (the columns of the "
+                             "result), got %s" % (n, bias.shape))
     if out is not None:
-        _check_out(kernel, out, (m, n), dtype, (a, b))
+        _check_out(kernel, out, (m, n), dtype, (a, b) if bias is None else (a, b, bias))
 
     if _BACKEND == "numpy" or m == 0 or n == 0 or k == 0:
         if k == 0:  # empty sum: zeros (A @ B of empty inner dim is zeros too)
-            zero = np.zeros((m, n), dtype)
             if out is None:
-                return zero
-            if not accumulate:
+                out = np.zeros((m, n), dtype)
+            elif not accumulate:
                 out[...] = 0
+            if bias is not None:
+                out += bias
             return out
-        return matmul_reference(a, b, trans_a, trans_b, out, accumulate)
+        return matmul_reference(a, b, trans_a, trans_b, out, accumulate, bias)
 
     # A Fortran-contiguous operand is the transpose of a C-contiguous one:
     # flip the flag instead of copying.
@@ -376,7 +388,8 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     f = _lib.tl_matmul_f32 if dtype == np.float32 else _lib.tl_matmul_f64
     kind = "float *" if dtype == np.float32 else "double *"
     status = f(int(bool(trans_a)), int(bool(trans_b)), m, n, k,
-               _ptr(kind, a), _ptr(kind, b), _ptr(kind, target),
+               _ptr(kind, a), _ptr(kind, b),
+               _ffi.NULL if bias is None else _ptr(kind, _for_c(bias)), _ptr(kind, target),
                int(bool(accumulate)), _NUM_THREADS)
     _raise_status(kernel, status)
     if target is not out:
@@ -1585,24 +1598,16 @@ def prepare_linear(x, weight_t, bias, out, accumulate=False):
         raise ValueError("%s: out %s must be %s and bias %s must be (%d,)"
                          % (kernel, out.shape, (n, m), getattr(bias, "shape", None), m))
     _check_dims(kernel, n=n, m=m, k=k)
-    add_bias = (lambda: None) if bias is None else (lambda: np.add(out, bias, out=out))
     if _BACKEND == "numpy" or n * m * k == 0:
-        def product():
-            if accumulate:
-                out[...] += matmul_reference(x, weight_t)
-            else:
-                np.matmul(x, weight_t, out=out)
-    else:
-        kind = _kind(dtype)
-        threads = 1 if n * m * k < _SMALL_WORK else _NUM_THREADS
-        product = _checked_call(kernel, functools.partial(
-            _fused_fn("matmul", dtype), 0, 0, n, m, k, _ptr(kind, x), _ptr(kind, weight_t),
-            _ptr(kind, out), int(bool(accumulate)), threads))
-
-    def call():
-        product()
-        add_bias()
-    return call
+        def call():
+            matmul_reference(x, weight_t, out=out, accumulate=accumulate, bias=bias)
+        return call
+    kind = _kind(dtype)
+    threads = 1 if n * m * k < _SMALL_WORK else _NUM_THREADS
+    return _checked_call(kernel, functools.partial(
+        _fused_fn("matmul", dtype), 0, 0, n, m, k, _ptr(kind, x), _ptr(kind, weight_t),
+        _ffi.NULL if bias is None else _ptr(kind, bias), _ptr(kind, out),
+        int(bool(accumulate)), threads))
 
 
 def prepare_layernorm(x, weight, bias, out, eps=1e-5):

@@ -339,13 +339,10 @@ class MultiHeadAttention(Layer):
         projs = self._qkv_projs()
         W = np.concatenate([p.params["weight"] for p in projs])      # (3D, D)
         x2 = np.ascontiguousarray(x.reshape(B * T, D))                # (N, D)
-        y = kernels.matmul(x2, W, trans_b=True)                       # (N, 3D) = [Q K V]
-        if all(p.use_bias for p in projs):
-            y += np.concatenate([p.params["bias"] for p in projs])
-        else:
-            for i, p in enumerate(projs):
-                if p.use_bias:
-                    y[:, i * D:(i + 1) * D] += p.params["bias"]
+        b = (np.concatenate([p.params["bias"] if p.use_bias else np.zeros(D, x.dtype)
+                             for p in projs])
+             if any(p.use_bias for p in projs) else None)             # (3D,)
+        y = kernels.matmul(x2, W, trans_b=True, bias=b)               # (N, 3D) = [Q K V]
         self._packed = (x2, W)
         y5 = y.reshape(B, T, 3, self.num_heads, self.head_dim)
         return [kernels.swap_axes12(y5[:, :, i]) for i in range(3)]  # 3 x (B, H, T, dh)

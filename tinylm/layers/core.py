@@ -43,8 +43,9 @@ class Linear(Layer):
     Input x: (..., in_features), any number of leading dims.
     Output y: (..., out_features), same dtype as x.
     Init: uniform(-1/sqrt(in), 1/sqrt(in)) for weight and bias, as PyTorch.
-    The matrix products run on ``tinylm.kernels.matmul`` (C or NumPy backend);
-    the weight gradient is accumulated straight into ``grads["weight"]``.
+    The matrix products run on ``tinylm.kernels.matmul`` (C or NumPy backend),
+    which also adds the bias as it stores y; the weight gradient is
+    accumulated straight into ``grads["weight"]``.
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -66,10 +67,9 @@ class Linear(Layer):
         """x: (..., in) -> y: (..., out)."""
         W = self.params["weight"]                                  # (out, in)
         lead = x.shape[:-1]
+        b = self.params["bias"] if self.use_bias else None          # (out,)
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (N, in)
-        y2 = kernels.matmul(x2, W, trans_b=True)                   # (N, out) = x2 W^T
-        if self.use_bias:
-            y2 += self.params["bias"]                              # (N, out)
+        y2 = kernels.matmul(x2, W, trans_b=True, bias=b)           # (N, out) = x2 W^T + b
         self._cache = (x2, lead)
         return y2.reshape(lead + (self.out_features,))
 

@@ -57,10 +57,7 @@ __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 
 def _affine(x, W, b):
     """x (B, I) @ W^T (I, G) + b (G,) -> (B, G), on the matmul kernel."""
-    y = kernels.matmul(np.ascontiguousarray(x), W, trans_b=True)
-    if b is not None:
-        y += b
-    return y
+    return kernels.matmul(np.ascontiguousarray(x), W, trans_b=True, bias=b)
 
 
 # -- input checks of the states and their gradients (specs for @checked) -------
