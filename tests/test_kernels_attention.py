@@ -55,7 +55,8 @@ def two_threads():
 
 
 def test_small_attention_problems_run_on_one_thread():
-    assert K._attention_threads(1, 64, 64, 32) == 1                 # 131k < 2**21
+    assert K._attention_threads(1, 64, 64, 32) == 1                 # 131k < 2**18
+    assert K._attention_threads(12, 40, 40, 32) == K._NUM_THREADS    # a sentence's 12 heads
     assert K._attention_threads(64, 128, 128, 32) == K._NUM_THREADS   # (0: all cores)
 
 

@@ -564,10 +564,12 @@ def _scale(scale, d, kernel):
 
 
 # Below this many score entries x head size (bh * tq * tk * d) the attention
-# kernels run on 1 thread: one head-batch of a short sentence, (1, 12, 64, 32),
-# took 0.17 ms on 1 thread and 0.41 ms on 2 (a shared 2-core machine), the
-# fork/join and the wait for a busy second core costing more than it saves.
-_ATTENTION_SERIAL_BELOW = 2**21
+# kernels run on 1 thread.  One head-batch of a short sentence, (1, 12, 64, 32),
+# took 0.17 ms on 1 thread and 0.41 ms on 2 when the second thread had to be
+# woken for each call; with the OpenMP threads spinning ~60 us between kernels
+# (see _OMP_SPIN_DEFAULT) it takes 0.104 ms on 1 and 0.070 ms on 2, and
+# (1, 12, 40, 32) 0.071 and 0.051 ms (Intel Xeon VM, median of 2000 calls).
+_ATTENTION_SERIAL_BELOW = 2**18
 
 
 def _attention_threads(bh, tq, tk, d):
