@@ -27,9 +27,10 @@
  * together, then share out the (mc-row block x column slice) work items; each
  * thread packs its own A block.  The rows are split when there are at least
  * as many row blocks as threads, otherwise (m <= MC, e.g. a weight gradient)
- * the columns, each thread multiplying the B panels it packed itself.  Every C entry is always summed in the same
- * order (p ascending, kc at a time), whatever the thread count, so results
- * are deterministic and do not depend on nthreads.
+ * the columns, each thread multiplying the B panels it packed itself.  Every
+ * C entry is always summed in the same order (p ascending, kc at a time),
+ * whatever the thread count, so results are deterministic and do not depend
+ * on nthreads.
  *
  * Numerics: no -ffast-math, no skipping of zeros (0 * NaN must be NaN), and
  * "overwrite" (accumulate = 0) stores the product without ever reading C, so

@@ -98,8 +98,8 @@ def _keep_freed_memory():
     gradients.  glibc returns the top of its heap to the kernel once more
     than a few MB are free there, and every later allocation of those pages
     takes a page fault and a page of zeroing: ~1400 faults per GPT-S step,
-    which made it 1.06x slower (0 faults with these settings; peak memory
-    unchanged, since the step reuses what it freed).  Arrays below 32 MB come
+    which made it 1.04x slower (benchmarks/fair.py; 0 faults with these
+    settings, and peak memory unchanged, since the step reuses what it freed).  Arrays below 32 MB come
     from the heap, which is trimmed only when 256 MB at its top are free.
     Not done if the user set MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_
     or GLIBC_TUNABLES, or TINYLM_MALLOC_DEFAULTS=0."""
