@@ -46,8 +46,14 @@ def _churn(**env_extra):
     return tuned == "True", int(faults)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="the setting is glibc malloc's")
+GLIBC_MALLOC = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc"
+    or bool(os.environ.get("LD_PRELOAD")),
+    reason="the setting is glibc malloc's (and LD_PRELOAD may put another allocator, or a "
+           "sanitizer's, in its place)")
+
+
+@GLIBC_MALLOC
 def test_freed_memory_is_reused_without_page_faults():
     tuned, faults = _churn()
     off, faults_off = _churn(TINYLM_MALLOC_DEFAULTS="0")
@@ -57,8 +63,7 @@ def test_freed_memory_is_reused_without_page_faults():
     assert faults < 500, "%d page faults with tinylm's malloc settings" % faults
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="the setting is glibc malloc's")
+@GLIBC_MALLOC
 def test_users_own_malloc_settings_are_left_alone():
     tuned, _ = _churn(MALLOC_TRIM_THRESHOLD_="131072", MALLOC_MMAP_THRESHOLD_="131072")
     assert not tuned
