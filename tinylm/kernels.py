@@ -398,14 +398,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, bias=
         _check_out(kernel, out, (m, n), dtype, (a, b) if bias is None else (a, b, bias))
 
     if _BACKEND == "numpy" or m == 0 or n == 0 or k == 0:
-        if k == 0:  # empty sum: zeros (A @ B of empty inner dim is zeros too)
-            if out is None:
-                out = np.zeros((m, n), dtype)
-            elif not accumulate:
-                out[...] = 0
-            if bias is not None:
-                out += bias
-            return out
+        # (k == 0 too: A @ B over an empty inner dimension is zeros)
         return matmul_reference(a, b, trans_a, trans_b, out, accumulate, bias)
 
     # A Fortran-contiguous operand is the transpose of a C-contiguous one:
