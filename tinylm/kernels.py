@@ -74,8 +74,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # spins, ~3.5 ms) and so do OpenBLAS's threads after a numpy matmul.  On a
 # machine with few cores the two fight: a numpy matmul right after a tinylm
 # kernel ran 20-100x slower (benchmarks/bench_matmul.py --spin).  Unless the
-# user chose a wait policy, tinylm's OpenMP runtime spins 5000 times (~60 us,
-# one PAUSE is ~12 ns) and then sleeps: long enough to bridge the Python and
+# user chose a wait policy, tinylm's OpenMP runtime spins 5000 times (~60 us
+# where one PAUSE is ~12 ns; ~1.5 ms on a 2-core Zen VM where the hypervisor
+# traps spinning PAUSEs, against 12 ms for libgomp's default) and then sleeps: long enough to bridge the Python and
 # NumPy glue between two kernels of a training step, whose workers would
 # otherwise sleep and be woken each time (on a VM tens of us per wake-up:
 # 1000 spins made a GPT-S step 1.1x and a 1x512 @ 512x2048 product 2.2x
