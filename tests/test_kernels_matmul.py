@@ -510,7 +510,7 @@ print(sorted(burnt)[2] * 1e3)
 @pytest.mark.skipif(not kernels.info().get("openmp", False), reason="serial build")
 def test_openmp_threads_do_not_keep_spinning_after_a_kernel():
     """libgomp's default spins 300000 times after each parallel region (~3.5 ms
-    of CPU on one machine, 12 ms on a VM that traps PAUSE), which starves
+    of CPU on one machine, 12 ms on a VM where a spin costs more), which starves
     numpy's BLAS threads on a small machine.  tinylm lowers it when it loads
     the extension (see tinylm/kernels.py) and leaves no trace in os.environ.
     Measured: CPU time the process burns while its only Python thread sleeps,
