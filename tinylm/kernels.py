@@ -77,8 +77,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # user chose a wait policy, tinylm's OpenMP runtime spins 5000 times (~60 us
 # where one PAUSE is ~12 ns; 1.2-2 ms on a 2-core EPYC VM whose spins cost far
 # more, likely the hypervisor's pause-loop exiting, where libgomp's default
-# burnt 12 ms) and then sleeps: long enough to bridge the Python and NumPy glue between two kernels of a training step, whose workers would
-# otherwise sleep and be woken each time (on a VM tens of us per wake-up:
+# burnt 12 ms) and then sleeps: long enough to bridge the Python and NumPy glue
+# between two kernels of a training step, whose workers would otherwise sleep
+# and be woken each time (on a VM tens of us per wake-up:
 # 1000 spins made a GPT-S step 1.1x and a 1x512 @ 512x2048 product 2.2x
 # slower), short enough to leave the cores soon after the last kernel.
 # libgomp reads its environment once, when the extension loads it, so the
