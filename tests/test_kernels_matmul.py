@@ -494,6 +494,7 @@ import os, sys, time
 import numpy as np
 from tinylm import kernels
 assert os.environ.get("GOMP_SPINCOUNT", "") == sys.argv[1], "tinylm leaked GOMP_SPINCOUNT"
+assert kernels.get_backend() == "c", kernels.info()["backend_reason"]
 a = np.ones((300, 300), np.float32)
 kernels.set_num_threads(2)
 burnt = []
@@ -523,7 +524,8 @@ def test_openmp_threads_do_not_keep_spinning_after_a_kernel():
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMP_", "GOMP_", "TINYLM_"))}
     env["OPENBLAS_NUM_THREADS"] = "1"    # numpy's own threads stay out of it
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the folder holding the tinylm this test imported (a checkout, or site-packages)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(kernels.__file__)))
 
     def idle_ms(spincount):
         run_env = dict(env, GOMP_SPINCOUNT=spincount) if spincount else env
