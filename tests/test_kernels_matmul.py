@@ -165,28 +165,31 @@ def test_thin_products(dtype, nthreads, threads):
 def test_one_row_times_transposed_b(dtype, nthreads, threads):
     """x W^T for one row (a decoding step) has its own path: rows of B in
     groups of one vector width whose sums are formed together, A copied to an
-    aligned buffer.  Any n (groups, a ragged last one, n below a vector),
-    any k (tails), A and B at misaligned addresses, and a NaN in one row of B
+    aligned buffer.  n in whole groups, with a ragged last one and below one
+    vector; k with vector tails; A and B at misaligned addresses, and a NaN in one row of B
     reaching only its own column."""
     threads(nthreads)
     rng = np.random.default_rng(23)
-    for n in (1, 5, 8, 16, 17, 33, 200):
-        for k in (1, 7, 16, 63, 64, 301):
-            buf_a = rng.standard_normal(k + 1).astype(dtype)
-            buf_b = rng.standard_normal(n * k + 3).astype(dtype)
-            a = buf_a[1:].reshape(1, k)                       # one element off alignment
-            b = buf_b[3:].reshape(n, k)
-            for acc in (False, True):
-                out = rng.standard_normal((1, n)).astype(dtype)
-                expected = out + a @ b.T if acc else a @ b.T
-                with kernels.backend("c"):
-                    got = kernels.matmul(a, b, trans_b=True, out=out, accumulate=acc)
-                assert_close(got, expected, k, "n=%d k=%d accumulate=%s" % (n, k, acc))
-            b = b.copy()
-            b[n // 2, k // 2] = np.nan
+    # m*n*k above SMALL (smaller products take the plain loops); the last one
+    # also above the kernel's parallel threshold, so 2 threads really split it
+    for n, k in ((1, 4100), (5, 1001), (8, 700), (16, 257), (17, 301), (33, 130), (200, 64),
+                 (200, 301), (1000, 1000)):
+        assert n * k > SMALL
+        buf_a = rng.standard_normal(k + 1).astype(dtype)
+        buf_b = rng.standard_normal(n * k + 3).astype(dtype)
+        a = buf_a[1:].reshape(1, k)                       # one element off alignment
+        b = buf_b[3:].reshape(n, k)
+        for acc in (False, True):
+            out = rng.standard_normal((1, n)).astype(dtype)
+            expected = out + a @ b.T if acc else a @ b.T
             with kernels.backend("c"):
-                c = kernels.matmul(a, b, trans_b=True)
-            assert np.isnan(c[0, n // 2]) and np.isfinite(np.delete(c[0], n // 2)).all()
+                got = kernels.matmul(a, b, trans_b=True, out=out, accumulate=acc)
+            assert_close(got, expected, k, "n=%d k=%d accumulate=%s" % (n, k, acc))
+        b = b.copy()
+        b[n // 2, k // 2] = np.nan
+        with kernels.backend("c"):
+            c = kernels.matmul(a, b, trans_b=True)
+        assert np.isnan(c[0, n // 2]) and np.isfinite(np.delete(c[0], n // 2)).all()
 
 
 @requires_c
